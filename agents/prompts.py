@@ -1,0 +1,72 @@
+"""Prompts and the guided-decoding schema of the ReAct agent's tool choice."""
+
+import json
+from typing import Any
+
+from chimera.agents.state import ToolCall
+from chimera.messages import ChatMessage
+from chimera.tools.base import Tool
+
+NO_TOOL = "none"
+
+
+def decision_schema(tools: dict[str, Tool]) -> dict[str, Any]:
+    """JSON schema of one decision: a call of one tool with its arguments, or `{"tool": "none"}`."""
+    calls = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": name}, "arguments": tool.args_schema()},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
+        for name, tool in tools.items()
+    ]
+    done = {
+        "type": "object",
+        "properties": {"tool": {"const": NO_TOOL}},
+        "required": ["tool"],
+        "additionalProperties": False,
+    }
+    return {"anyOf": [*calls, done]}
+
+
+def decision_instructions(tools: dict[str, Tool]) -> ChatMessage:
+    lines = [f"- {name}: {tool.description}" for name, tool in tools.items()]
+    example = next(iter(tools), "calculator")
+    return ChatMessage(
+        role="system",
+        content=(
+            "You decide whether a tool is needed. Reply with JSON only.\n"
+            f"Tools:\n{chr(10).join(lines)}\n"
+            "Use the calculator for every calculation, even an easy one.\n"
+            f'To call a tool: {{"tool": "{example}", "arguments": {{...}}}}\n'
+            f'When no tool is needed, or a tool result already answers the question: {{"tool": "{NO_TOOL}"}}'
+        ),
+    )
+
+
+def call_message(call: ToolCall) -> ChatMessage:
+    """The assistant turn that made a call, as the model will see it in later steps."""
+    return ChatMessage(role="assistant", content=json.dumps({"tool": call.tool, "arguments": call.arguments}))
+
+
+def observation_message(call: ToolCall) -> ChatMessage:
+    return ChatMessage(role="user", content=f"Result of {call.tool}: {call.observation}")
+
+
+def answer_context(calls: list[ToolCall]) -> ChatMessage | None:
+    """A last user turn that hands the tool results to the answering step.
+
+    A user turn right before the answer, not a system note: small models weigh the newest turn most.
+    """
+    done = [c for c in calls if c.error is None]  # failed calls informed `decide`; here they only mislead
+    if not done:
+        return None
+    facts = "\n".join(f"{c.tool}({_args_text(c)}) = {c.result}" for c in done)
+    return ChatMessage(role="user", content=f"Exact tool results:\n{facts}\nAnswer my question using these results.")
+
+
+def _args_text(call: ToolCall) -> str:
+    if len(call.arguments) == 1:
+        return str(next(iter(call.arguments.values())))
+    return json.dumps(call.arguments)

@@ -1,0 +1,134 @@
+"""The ReAct agent as a LangGraph `StateGraph`: decide (guided JSON) → act (tool) → … → answer (streamed).
+
+`decide` asks the expert for a tool call under JSON-schema guided decoding, so even a 135M model emits a
+parseable call. `act` runs it; a tool's error goes back to the model as an observation. `answer` writes the
+final reply with the tool results in view and streams it through LangGraph's custom stream.
+"""
+
+import json
+from typing import Literal
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from opentelemetry import trace
+
+from chimera.agents.prompts import (
+    NO_TOOL,
+    answer_context,
+    call_message,
+    decision_instructions,
+    decision_schema,
+    observation_message,
+)
+from chimera.agents.state import AgentContext, ReactState, ToolCall
+from chimera.models.expert import SamplingOverrides
+from chimera.tools.base import ToolError
+
+_tracer = trace.get_tracer("chimera.agents")
+
+
+async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
+    """Ask the expert which tool to call next, if any."""
+    ctx = runtime.context
+    calls = state.get("tool_calls", [])
+    with _tracer.start_as_current_span("agent.decide", context=ctx.trace_parent) as span:
+        history = [m for c in calls for m in (call_message(c), observation_message(c))]
+        messages = [decision_instructions(ctx.tools), *state["messages"], *history]
+        prompt_tokens = completion_tokens = 0
+        text = ""
+        async for delta in ctx.expert.stream(
+            messages,
+            SamplingOverrides(max_tokens=ctx.decision_max_tokens, temperature=0.0),
+            json_schema=decision_schema(ctx.tools),
+        ):
+            text += delta.text
+            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+        pending = parse_decision(text, known=set(ctx.tools))
+        if pending is not None and any(pending.tool == c.tool and pending.arguments == c.arguments for c in calls):
+            pending = None  # the same call again would only repeat its observation: time to answer
+        span.set_attribute("chimera.agent.decision", pending.tool if pending else NO_TOOL)
+    return {
+        "pending": pending,
+        "steps": state.get("steps", 0) + 1,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
+
+
+def parse_decision(text: str, *, known: set[str]) -> ToolCall | None:
+    """The tool call in a decision, or None for "no tool". Unparseable or unknown calls count as no tool,
+    except an unknown tool name, which comes back as a call whose error tells the model what exists."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None  # cut off by the token cap: answer with what we have
+    if not isinstance(data, dict) or data.get("tool", NO_TOOL) == NO_TOOL:
+        return None
+    tool, arguments = str(data["tool"]), data.get("arguments")
+    if not isinstance(arguments, dict):
+        arguments = {}
+    if tool not in known:
+        return ToolCall(tool=tool, arguments=arguments, error=f"unknown tool; available: {', '.join(sorted(known))}")
+    return ToolCall(tool=tool, arguments=arguments)
+
+
+async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
+    """Run the pending tool call; failures become the observation."""
+    ctx = runtime.context
+    call = state["pending"]
+    assert call is not None, "route_after_decide sends only pending calls here"
+    with _tracer.start_as_current_span(f"tool.{call.tool}", context=ctx.trace_parent) as span:
+        span.set_attribute("chimera.tool.arguments", json.dumps(call.arguments))
+        if call.error is None:
+            try:
+                call = ToolCall(call.tool, call.arguments, result=await ctx.tools[call.tool].call(call.arguments))
+            except ToolError as e:
+                call = ToolCall(call.tool, call.arguments, error=str(e))
+        span.set_attribute("chimera.tool.observation", call.observation)
+        if call.error is not None:
+            span.set_status(trace.StatusCode.ERROR, call.error)
+    return {"tool_calls": [call], "pending": None}
+
+
+async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
+    """Write the final answer, streaming it as it is generated."""
+    ctx = runtime.context
+    write = get_stream_writer()
+    with _tracer.start_as_current_span("agent.answer", context=ctx.trace_parent):
+        note = answer_context(state.get("tool_calls", []))
+        messages = [*state["messages"], *([note] if note else [])]
+        text, finish = "", "stop"
+        prompt_tokens = completion_tokens = 0
+        async for delta in ctx.expert.stream(messages, ctx.answer_sampling):
+            if delta.text:
+                write(delta.text)
+            text += delta.text
+            finish = delta.finish_reason or finish
+            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+    return {
+        "answer": text,
+        "finish_reason": finish,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
+
+
+def route_after_decide(state: ReactState, runtime: Runtime[AgentContext]) -> Literal["act", "answer"]:
+    if state.get("pending") is not None and state.get("steps", 0) <= runtime.context.max_steps:
+        return "act"
+    return "answer"
+
+
+def build_react_graph() -> CompiledStateGraph:
+    """Wire the ReAct graph; dependencies arrive per run as an `AgentContext`."""
+    graph = StateGraph(ReactState, context_schema=AgentContext)
+    graph.add_node("decide", decide)
+    graph.add_node("act", act)
+    graph.add_node("answer", answer)
+    graph.add_edge(START, "decide")
+    graph.add_conditional_edges("decide", route_after_decide, ["act", "answer"])
+    graph.add_edge("act", "decide")
+    graph.add_edge("answer", END)
+    return graph.compile()

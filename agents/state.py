@@ -1,0 +1,50 @@
+"""State and run context of the ReAct agent."""
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypedDict
+
+from opentelemetry.context import Context
+
+from chimera.messages import ChatMessage
+from chimera.models.expert import Expert, SamplingOverrides
+from chimera.tools.base import Tool
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call the agent made, and what came back (a result or an error, never both)."""
+
+    tool: str
+    arguments: dict[str, Any]
+    result: str | None = None
+    error: str | None = None
+
+    @property
+    def observation(self) -> str:
+        return self.result if self.error is None else f"error: {self.error}"
+
+
+class ReactState(TypedDict, total=False):
+    """What flows through the ReAct graph. Lists with reducers accumulate across steps."""
+
+    messages: list[ChatMessage]  # the conversation to answer, set once
+    tool_calls: Annotated[list[ToolCall], operator.add]  # every executed call, in order
+    pending: ToolCall | None  # chosen by `decide`, executed by `act`
+    steps: int  # decisions made so far
+    answer: str
+    finish_reason: str
+    prompt_tokens: Annotated[int, operator.add]
+    completion_tokens: Annotated[int, operator.add]
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """Per-run dependencies, injected through LangGraph's runtime context."""
+
+    expert: Expert
+    tools: dict[str, Tool]
+    max_steps: int
+    decision_max_tokens: int
+    answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    trace_parent: Context | None = None  # spans of the nodes hang under the caller's span

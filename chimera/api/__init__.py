@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP API: a thin FastAPI shell over `ChatService`."""

@@ -1,0 +1,112 @@
+"""POST /v1/chat/completions: JSON or server-sent events in OpenAI's chunk format."""
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import trace
+
+from chimera.api.errors import to_api_error
+from chimera.api.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ResponseMessage,
+    Usage,
+    error_payload,
+)
+from chimera.api.requests import parse_chat_request, read_body, to_chat_request
+from chimera.chat import ChatService, ChatStream
+from chimera.cluster.tracing import trace_id_hex
+from chimera.config import ServerConfig
+
+router = APIRouter()
+_tracer = trace.get_tracer("chimera.api")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    service: ChatService = request.app.state.service
+    limits: ServerConfig = request.app.state.limits
+    span = _tracer.start_span("POST /v1/chat/completions", kind=trace.SpanKind.SERVER)
+    parent = trace.set_span_in_context(span)
+    try:
+        wire = parse_chat_request(await read_body(request, limits.max_body_bytes), limits)
+        span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
+        chat = await service.start(to_chat_request(wire, limits, request.headers.get("x-session-id")), parent=parent)
+    except Exception as e:
+        error = to_api_error(e)
+        span.set_attribute("http.response.status_code", error.status)
+        span.set_status(trace.StatusCode.ERROR, error.message)
+        span.end()
+        raise error from e
+    headers = {
+        "x-chimera-expert": chat.decision.expert,
+        "x-chimera-route-confidence": f"{chat.decision.confidence:.3f}",
+        "x-chimera-trace-id": trace_id_hex(span),
+        "x-session-id": chat.session_id,
+    }
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if wire.stream:
+        body = _sse(chat, wire, completion_id, span)
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    try:
+        text = "".join([delta async for delta in chat])
+    except Exception as e:
+        error = to_api_error(e)
+        span.set_status(trace.StatusCode.ERROR, error.message)
+        raise error from e
+    finally:
+        span.end()
+    completion = ChatCompletion(
+        id=completion_id,
+        model=wire.model,
+        choices=[Choice(message=ResponseMessage(content=text), finish_reason=chat.outcome.finish_reason)],
+        usage=_usage(chat),
+    )
+    return JSONResponse(completion.model_dump(), headers=headers)
+
+
+def _usage(chat: ChatStream) -> Usage:
+    o = chat.outcome
+    return Usage(prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens,
+                 total_tokens=o.prompt_tokens + o.completion_tokens)  # fmt: skip
+
+
+async def _sse(
+    chat: ChatStream, wire: ChatCompletionRequest, completion_id: str, span: trace.Span
+) -> AsyncIterator[str]:
+    """OpenAI's stream: a role chunk, content chunks, exactly one finish chunk, an optional usage chunk, [DONE].
+
+    An error after the headers went out arrives as `data: {"error": …}`, then [DONE].
+    """
+    created = int(time.time())
+
+    def chunk(delta: DeltaMessage, finish: str | None = None) -> str:
+        c = ChatCompletionChunk(id=completion_id, created=created, model=wire.model,
+                                choices=[ChunkChoice(delta=delta, finish_reason=finish)])  # fmt: skip
+        return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
+
+    try:
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        async for text in chat:
+            yield chunk(DeltaMessage(content=text))
+        yield chunk(DeltaMessage(), chat.outcome.finish_reason)
+        if wire.stream_options and wire.stream_options.include_usage:
+            usage = ChatCompletionChunk(
+                id=completion_id, created=created, model=wire.model, choices=[], usage=_usage(chat)
+            )
+            yield f"data: {usage.model_dump_json()}\n\n"
+    except Exception as e:  # headers are gone: report in-band, keep the connection's framing intact
+        error = to_api_error(e)
+        span.set_status(trace.StatusCode.ERROR, error.message)
+        yield f"data: {json.dumps(error_payload(error.message, error.type, code=error.code))}\n\n"
+    finally:
+        span.end()
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,66 @@
+"""Every error the API returns, mapped to a status code in one place, in OpenAI's error shape."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chimera.api.protocol import error_payload
+from chimera.chat import UnknownModelError
+from chimera.errors import ChimeraError
+from chimera.memory.sessions.base import InvalidSessionIdError, SessionError
+from chimera.models.engine.base import EngineError, EngineUnavailableError, PromptTooLongError
+
+log = logging.getLogger(__name__)
+
+
+class APIError(ChimeraError):
+    """An error with its HTTP status, raised by handlers for bad requests."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", *,
+                 param: str | None = None, code: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def to_api_error(e: Exception) -> APIError:
+    """The HTTP face of one of our errors (also used for errors in the middle of a stream)."""
+    match e:
+        case APIError():
+            return e
+        case UnknownModelError():
+            return APIError(404, str(e), param="model", code="model_not_found")
+        case PromptTooLongError():
+            return APIError(400, str(e), param="messages", code="context_length_exceeded")
+        case InvalidSessionIdError():
+            return APIError(400, str(e), param="x-session-id", code="invalid_session_id")
+        case EngineUnavailableError() | SessionError():
+            return APIError(503, str(e), "service_unavailable", code="unavailable")
+        case EngineError():
+            return APIError(500, str(e), "engine_error")
+    log.exception("unhandled error", exc_info=e)
+    return APIError(500, "internal server error", "internal_error")
+
+
+def json_error(e: APIError) -> JSONResponse:
+    return JSONResponse(error_payload(e.message, e.type, param=e.param, code=e.code), status_code=e.status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api(_: Request, e: APIError) -> JSONResponse:
+        return json_error(e)
+
+    @app.exception_handler(ChimeraError)
+    async def _ours(_: Request, e: ChimeraError) -> JSONResponse:
+        return json_error(to_api_error(e))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        return json_error(APIError(e.status_code, str(e.detail), code=code))
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, e: Exception) -> JSONResponse:
+        return json_error(to_api_error(e))

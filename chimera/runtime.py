@@ -1,0 +1,134 @@
+"""The running stack for one config: tracing, Redis, Ray with one Serve application per engine, the service.
+
+`chimera serve` owns one `Runtime`; tests and benchmarks start one the same way.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chimera.chat import ChatService
+from chimera.cluster.deployments import app_name, deployment_options, engine_args_for_cluster
+from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file, worker_env
+from chimera.config import ChimeraConfig
+from chimera.guardrails.base import DisabledRails
+from chimera.memory.redis_server import EmbeddedRedis
+from chimera.memory.sessions.redis_store import RedisSessionStore
+from chimera.models import provision
+from chimera.models.expert import Expert
+from chimera.models.router.heuristic import HeuristicRouter
+from chimera.models.specs import EngineSpec
+from chimera.tools.calculator import Calculator
+
+if TYPE_CHECKING:
+    from chimera.cluster.serve_client import ServeEngineClient
+
+log = logging.getLogger(__name__)
+
+
+def local_engine_specs(config: ChimeraConfig, *, prepare: bool = True) -> dict[str, EngineSpec]:
+    """Engine specs with `packaged:` models resolved to local folders (prepared first when `prepare`)."""
+    if prepare:
+        for name in provision.packaged_names_in_use([s.model for s in config.engines.values()]):
+            provision.prepare(name, config.data_dir)
+    return {
+        name: spec.model_copy(update={"model": str(provision.resolve_model_path(spec.model, config.data_dir))})
+        for name, spec in config.engines.items()
+    }
+
+
+@dataclass
+class Runtime:
+    """Start and stop everything a config describes, in dependency order."""
+
+    config: ChimeraConfig
+    service: ChatService | None = None
+    _redis: EmbeddedRedis | None = None
+    _clients: dict[str, "ServeEngineClient"] = field(default_factory=dict)
+
+    def start(self) -> ChatService:
+        import ray
+        from ray import serve
+
+        from chimera.cluster.expert_server import ExpertServer
+        from chimera.cluster.serve_client import ServeEngineClient
+
+        cfg = self.config
+        data_dir = cfg.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        exporter = resolve_exporter(cfg.tracing.exporter)
+        traces = trace_file(data_dir)
+        setup_tracing(exporter, service=cfg.tracing.service_name, role="api", path=traces)
+
+        redis_url = cfg.redis.url
+        if redis_url is None:
+            self._redis = EmbeddedRedis(data_dir / "redis")
+            redis_url = self._redis.start()
+
+        specs = local_engine_specs(cfg)
+        if not ray.is_initialized():
+            ray.init(
+                address=cfg.ray.address,
+                num_cpus=cfg.ray.num_cpus if cfg.ray.address is None else None,
+                namespace=cfg.ray.namespace,
+                include_dashboard=False,
+                runtime_env={
+                    "worker_process_setup_hook": "chimera.cluster.tracing.setup_worker_tracing",
+                    "env_vars": worker_env(exporter, service=cfg.tracing.service_name, path=traces),
+                },
+            )
+        serve.start(proxy_location="Disabled")
+        for name, spec in specs.items():
+            spec = engine_args_for_cluster(spec)
+            app = serve.deployment(ExpertServer).options(**deployment_options(spec)).bind(spec)
+            handle = serve.run(app, name=app_name(name), route_prefix=None)
+            self._clients[name] = ServeEngineClient(handle)
+            log.info("engine %s is serving", name)
+
+        experts = {
+            expert: Expert(
+                expert, spec, self._clients[spec.engine], cfg.engines[spec.engine].served_name or spec.engine
+            )
+            for expert, spec in cfg.experts.items()
+        }
+        self.service = ChatService(
+            experts=experts,
+            router=HeuristicRouter(cfg.router.default_expert),
+            sessions=RedisSessionStore(
+                redis_url, ttl_s=cfg.redis.session_ttl_s, max_messages=cfg.redis.max_session_messages
+            ),
+            rails=DisabledRails(),
+            tools={Calculator.name: Calculator()},
+            agent=cfg.agent,
+        )
+        return self.service
+
+    async def health(self) -> dict[str, object]:
+        """Each engine's health and load, for /healthz."""
+        engines: dict[str, object] = {}
+        ok = True
+        for name, client in self._clients.items():
+            try:
+                report = await client.health()
+                engines[name] = report.model_dump()
+                ok = ok and report.healthy
+            except Exception as e:  # a dead replica is a health finding, not a crash of /healthz
+                engines[name] = {"healthy": False, "error": str(e)}
+                ok = False
+        return {"status": "ok" if ok else "degraded", "engines": engines}
+
+    async def aclose(self) -> None:
+        """Close connections held in the server's event loop."""
+        if self.service is not None:
+            await self.service.sessions.close()
+
+    def stop(self) -> None:
+        """Tear down Serve apps, Ray (if we started it), then Redis."""
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+        if self._redis is not None:
+            self._redis.stop()

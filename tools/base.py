@@ -1,0 +1,41 @@
+"""The tool seam: a name, a description, a pydantic argument model, and an async `run`."""
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from chimera.errors import ChimeraError
+
+
+class ToolError(ChimeraError):
+    """The tool could not do what it was asked; the message goes back to the model as an observation."""
+
+
+class Tool(ABC):
+    """A capability an agent may call. Subclasses set `name`, `description` and `Args`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Args: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def args_schema(cls) -> dict[str, Any]:
+        """JSON schema of the arguments, as guided decoding and OpenAI tool specs need it."""
+        return cls.Args.model_json_schema()
+
+    async def call(self, arguments: dict[str, Any]) -> str:
+        """Validate raw arguments and run.
+
+        Raises:
+            ToolError: invalid arguments or a failure the model should hear about.
+        """
+        try:
+            args = self.Args.model_validate(arguments)
+        except ValidationError as e:
+            raise ToolError(f"invalid arguments for {self.name}: {e.errors(include_url=False)}") from e
+        return await self.run(args)
+
+    @abstractmethod
+    async def run(self, args: Any) -> str:
+        """Do the work; return the observation text."""
