@@ -22,7 +22,7 @@ class ToolCall:
 
     @property
     def observation(self) -> str:
-        return self.result if self.error is None else f"error: {self.error}"
+        return f"error: {self.error}" if self.error is not None else self.result or ""
 
 
 class ReactState(TypedDict, total=False):

@@ -105,7 +105,7 @@ class ChatService:
             return None
         name = model.removeprefix(EXPERT_PREFIX)
         if model.startswith(EXPERT_PREFIX) and name in EXPERT_NAMES:
-            return name  # type: ignore[return-value]
+            return name
         raise UnknownModelError(f"The model `{model}` does not exist. Available: {', '.join(served_models())}")
 
     async def start(self, request: ChatRequest, *, parent: Context | None = None) -> ChatStream:

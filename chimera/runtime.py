@@ -80,7 +80,7 @@ class Runtime:
         serve.start(proxy_location="Disabled")
         for name, spec in specs.items():
             spec = engine_args_for_cluster(spec)
-            app = serve.deployment(ExpertServer).options(**deployment_options(spec)).bind(spec)
+            app = serve.deployment(**deployment_options(spec))(ExpertServer).bind(spec)
             handle = serve.run(app, name=app_name(name), route_prefix=None)
             self._clients[name] = ServeEngineClient(handle)
             log.info("engine %s is serving", name)

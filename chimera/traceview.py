@@ -42,7 +42,7 @@ def traces(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def build_tree(spans: list[dict[str, Any]]) -> list[SpanNode]:
     """Roots of one trace (spans whose parent is absent from it), children ordered by start time."""
     nodes = {s["span_id"]: SpanNode(s) for s in spans}
-    roots = []
+    roots: list[SpanNode] = []
     for node in sorted(nodes.values(), key=lambda n: n.record["start_ns"]):
         parent = nodes.get(node.record["parent_id"] or "")
         (parent.children if parent else roots).append(node)

@@ -27,7 +27,7 @@ class ExpertServer:
         setup_worker_tracing()  # idempotent; the worker_process_setup_hook usually did it already
         self._tracer = trace.get_tracer("chimera.cluster")
         self._model = spec.served_name or spec.model
-        self._engine = engine_cls(spec)  # type: ignore[call-arg]
+        self._engine = engine_cls(spec)
         await self._engine.start()
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:

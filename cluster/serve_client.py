@@ -1,12 +1,12 @@
 """`EngineClient` over a Ray Serve handle: streams deltas out of an `ExpertServer` replica."""
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from chimera.models.engine.base import EngineHealth, GenerationDelta, GenerationRequest
 
 if TYPE_CHECKING:
-    from ray.serve.handle import DeploymentHandle
+    from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 
 class ServeEngineClient:
@@ -17,7 +17,7 @@ class ServeEngineClient:
         self._stream = handle.options(stream=True, method_name="generate")
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        responses = self._stream.remote(request)
+        responses = cast("DeploymentResponseGenerator[GenerationDelta]", self._stream.remote(request))
         done = False
         try:
             async for delta in responses:

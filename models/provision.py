@@ -86,7 +86,7 @@ def prepare(name: str, data_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     # The weights are plain fp32 now, but the GGUF quantizer state still marks the model as "quantized and
     # not serializable": clear it so save_pretrained writes ordinary safetensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp)

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from chimera.errors import ChimeraError
 from chimera.messages import ChatMessage
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class SessionError(ChimeraError):
@@ -19,7 +19,7 @@ class InvalidSessionIdError(SessionError):
 
 def check_session_id(session_id: str) -> str:
     """Return `session_id` if it is 1–128 characters of `A-Za-z0-9._:-`."""
-    if not _SESSION_ID.match(session_id):
+    if not _SESSION_ID.fullmatch(session_id):
         raise InvalidSessionIdError("session id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
     return session_id
 

@@ -67,7 +67,7 @@ class HeuristicRouter(Router):
         for expert, rules in (("code", _CODE), ("math", _MATH), ("text", _TEXT)):
             for signal, pattern in rules:
                 if pattern.search(text):
-                    scores[expert] += _WEIGHTS[signal]  # type: ignore[index]
+                    scores[expert] += _WEIGHTS[signal]
                     fired.append(signal)
         ranked = sorted(scores, key=lambda e: scores[e], reverse=True)
         best, second = ranked[0], ranked[1]

@@ -1,0 +1,101 @@
+"""Graph logic of the ReAct agent with a scripted engine: routing, bounds, tool errors as observations."""
+
+import json
+
+import pytest
+
+from chimera.agents.react import build_react_graph, parse_decision
+from chimera.agents.state import AgentContext
+from chimera.messages import ChatMessage
+from chimera.models.expert import Expert
+from chimera.models.specs import ExpertSpec
+from chimera.tools.calculator import Calculator
+from tests.unit.fakes import ScriptedEngine
+
+SPEC = ExpertSpec(engine="fake", system_prompt="You are a test expert.")
+
+
+def _call(expression: str) -> str:
+    return json.dumps({"tool": "calculator", "arguments": {"expression": expression}})
+
+
+NONE = json.dumps({"tool": "none"})
+
+
+async def _run(replies: list[str], question: str = "What is 17 * 23?", max_steps: int = 3):
+    engine = ScriptedEngine(replies)
+    context = AgentContext(
+        expert=Expert("math", SPEC, engine, "fake"),
+        tools={"calculator": Calculator()},
+        max_steps=max_steps,
+        decision_max_tokens=64,
+    )
+    state = await build_react_graph().ainvoke(
+        {"messages": [ChatMessage(role="user", content=question)]}, context=context
+    )
+    return state, engine
+
+
+async def test_tool_call_then_answer_uses_the_result() -> None:
+    state, engine = await _run([_call("17 * 23"), NONE, "17 * 23 = 391"])
+    assert [(c.tool, c.result) for c in state["tool_calls"]] == [("calculator", "391")]
+    assert state["answer"] == "17 * 23 = 391"
+    assert state["steps"] == 2
+    # decisions were guided by the schema; the answer was free text with the result in view
+    assert engine.requests[0].json_schema is not None and engine.requests[2].json_schema is None
+    assert "391" in engine.requests[1].messages[-1].content  # observation fed back to the next decision
+    assert "391" in engine.requests[2].messages[-1].content  # and handed to the answer
+    assert state["prompt_tokens"] > 0 and state["completion_tokens"] > 0
+
+
+async def test_no_tool_goes_straight_to_answer() -> None:
+    state, _ = await _run([NONE, "Paris."], question="Capital of France?")
+    assert state["tool_calls"] == [] and state["answer"] == "Paris." and state["steps"] == 1
+
+
+async def test_tool_error_goes_back_to_the_model_as_observation() -> None:
+    state, engine = await _run([_call("1 / 0"), _call("1 / 1"), NONE, "It is 1."])
+    first, second = state["tool_calls"]
+    assert first.error == "division by zero" and first.result is None
+    assert "error: division by zero" in engine.requests[1].messages[-1].content
+    assert second.result == "1"
+    assert state["answer"] == "It is 1."
+
+
+async def test_step_bound_forces_an_answer() -> None:
+    replies = [_call(f"{i} + 1") for i in range(3)] + ["Done."]
+    state, engine = await _run(replies, max_steps=2)
+    assert len(state["tool_calls"]) == 2  # the third decision exceeded the bound and was not executed
+    assert state["answer"] == "Done."
+    assert engine.replies == []
+
+
+async def test_repeated_identical_call_ends_the_loop() -> None:
+    state, _ = await _run([_call("2 + 2"), _call("2 + 2"), "4"])
+    assert len(state["tool_calls"]) == 1 and state["answer"] == "4"
+
+
+async def test_unknown_tool_is_reported_not_raised() -> None:
+    bad = json.dumps({"tool": "rm_rf", "arguments": {}})
+    state, engine = await _run([bad, NONE, "Sorry."])
+    assert "unknown tool" in (state["tool_calls"][0].error or "")
+    assert "available: calculator" in engine.requests[1].messages[-1].content
+
+
+@pytest.mark.parametrize("text", ['{"tool": "calc', "not json", "[1, 2]", '{"tool": "none"}'])
+def test_unparseable_or_empty_decisions_mean_no_tool(text: str) -> None:
+    assert parse_decision(text, known={"calculator"}) is None
+
+
+async def test_answer_streams_through_custom_stream_mode() -> None:
+    engine = ScriptedEngine([NONE, "one two three"])
+    context = AgentContext(Expert("chat", SPEC, engine, "fake"), {"calculator": Calculator()}, 3, 64)
+    graph = build_react_graph()
+    chunks = [
+        chunk
+        async for mode, chunk in graph.astream(
+            {"messages": [ChatMessage(role="user", content="count")]}, context=context, stream_mode=["custom", "values"]
+        )
+        if mode == "custom"
+    ]
+    assert chunks == ["one", " two", " three"]
