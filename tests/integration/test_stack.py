@@ -1,0 +1,132 @@
+"""The whole stack behind one server: sessions across a restart, one trace over two processes, the agent's real
+tool call, concurrency, and abort when the client goes away."""
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from chimera.traceview import read_spans
+from tests.integration.conftest import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=180)
+
+
+def _chat(http: httpx.Client, model: str, text: str, session: str | None = None, **params: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16, **params}
+    response = http.post("/v1/chat/completions", json=body, headers={"x-session-id": session} if session else {})
+    assert response.status_code == 200, response.text
+    return response
+
+
+def _trace(server: ServerProcess, trace_id: str, until: str, timeout_s: float = 15) -> list[dict[str, Any]]:
+    """The spans of one trace, once a span named `until` has been written (workers export on span end)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        spans = [s for s in read_spans(server.trace_file) if s["trace_id"] == trace_id]
+        if any(s["name"] == until for s in spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)
+
+
+def _prompt_tokens(response: httpx.Response) -> int:
+    return int(response.json()["usage"]["prompt_tokens"])
+
+
+def test_session_continues_across_requests_and_a_restart(http: httpx.Client, server: ServerProcess) -> None:
+    session = f"test-{uuid.uuid4().hex[:8]}"
+    question = "What did I just tell you?"
+    alone = _prompt_tokens(_chat(http, "chimera-chat", question))
+
+    first = _chat(http, "chimera-chat", "My favourite colour is teal.", session)
+    assert first.headers["x-session-id"] == session
+    second = _chat(http, "chimera-chat", question, session)
+    # the stored turn (user + assistant) is in the prompt now
+    assert _prompt_tokens(second) > alone + 5
+
+    server.restart()  # new Ray, new engine, same redis files
+    third = _chat(http, "chimera-chat", question, session)
+    assert _prompt_tokens(third) > _prompt_tokens(second)
+
+    fresh = _chat(http, "chimera-chat", question)  # no session header: a new session each time
+    assert fresh.headers["x-session-id"] != session
+    assert _prompt_tokens(fresh) == alone
+
+
+def test_one_request_is_one_trace_across_api_and_expert_processes(http: httpx.Client, server: ServerProcess) -> None:
+    response = _chat(http, "chimera-chat", "Name a colour.")
+    spans = _trace(server, response.headers["x-chimera-trace-id"], until="engine.generate")
+    by_id = {s["span_id"]: s for s in spans}
+    names = {s["name"] for s in spans}
+    expected = {"POST /v1/chat/completions", "guardrails.input", "router.route", "expert.generate", "engine.generate"}
+    assert expected <= names
+
+    pids = {s["resource"]["process.pid"] for s in spans}
+    assert len(pids) >= 2
+    roots = [s for s in spans if s["parent_id"] is None]
+    assert [r["name"] for r in roots] == ["POST /v1/chat/completions"]
+    assert all(s["parent_id"] in by_id for s in spans if s["parent_id"] is not None)
+
+    engine = next(s for s in spans if s["name"] == "engine.generate")
+    expert = by_id[engine["parent_id"]]
+    assert expert["name"] == "expert.generate"
+    assert engine["resource"]["chimera.process.role"] == "ray-worker"
+    assert engine["resource"]["process.pid"] != expert["resource"]["process.pid"]
+    assert expert["attributes"]["gen_ai.request.model"] == "SmolLM2-135M-Instruct"
+    assert expert["attributes"]["gen_ai.usage.output_tokens"] == response.json()["usage"]["completion_tokens"]
+    assert expert["attributes"]["gen_ai.usage.input_tokens"] == response.json()["usage"]["prompt_tokens"]
+
+
+def test_agent_answers_arithmetic_through_a_real_calculator_call(http: httpx.Client, server: ServerProcess) -> None:
+    response = _chat(http, "chimera", "What is 17 * 23?", max_tokens=64)
+    answer = response.json()["choices"][0]["message"]["content"]
+    spans = _trace(server, response.headers["x-chimera-trace-id"], until="tool.calculator")
+    tools = [s for s in spans if s["name"] == "tool.calculator"]
+    assert tools, f"no calculator call; spans: {sorted(s['name'] for s in spans)}"
+    assert json.loads(tools[0]["attributes"]["chimera.tool.arguments"])["expression"].replace(" ", "") == "17*23"
+    assert tools[0]["attributes"]["chimera.tool.observation"] == "391"
+    assert "391" in answer
+
+
+def test_concurrent_requests_all_complete(http: httpx.Client) -> None:
+    questions = [f"What is the capital of {c}?" for c in ("France", "Italy", "Spain", "Germany")] * 2
+
+    def ask(q: str) -> httpx.Response:
+        return _chat(http, "chimera-chat", q, max_tokens=24)
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        responses = list(pool.map(ask, questions))
+    trace_ids = {r.headers["x-chimera-trace-id"] for r in responses}
+    assert len(trace_ids) == len(questions)
+    assert "Paris" in responses[0].json()["choices"][0]["message"]["content"]
+    assert "Rome" in responses[1].json()["choices"][0]["message"]["content"]
+    assert all(r.json()["usage"]["completion_tokens"] > 0 for r in responses)
+
+
+def test_client_disconnect_aborts_generation(http: httpx.Client, server: ServerProcess) -> None:
+    body = {
+        "model": "chimera-text",
+        "messages": [{"role": "user", "content": "Write a very long essay about the history of every river on Earth."}],
+        "max_tokens": 2000,
+        "stream": True,
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        trace_id = response.headers["x-chimera-trace-id"]
+        lines = response.iter_lines()
+        for _ in range(4):
+            next(lines)
+    # closed after a few chunks: the engine must drop the request instead of generating 2000 tokens
+    spans = _trace(server, trace_id, until="engine.generate", timeout_s=30)
+    engine = next(s for s in spans if s["name"] == "engine.generate")
+    assert engine["attributes"]["gen_ai.response.finish_reasons"] == ["abort"]
+    assert engine["attributes"]["gen_ai.usage.output_tokens"] < 500
+    health = http.get("/healthz").json()
+    assert health["engines"]["smollm2"]["running"] == 0
