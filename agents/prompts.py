@@ -62,11 +62,14 @@ def answer_context(calls: list[ToolCall]) -> ChatMessage | None:
     done = [c for c in calls if c.error is None]  # failed calls informed `decide`; here they only mislead
     if not done:
         return None
-    facts = "\n".join(f"{c.tool}({_args_text(c)}) = {c.result}" for c in done)
-    return ChatMessage(role="user", content=f"Exact tool results:\n{facts}\nAnswer my question using these results.")
+    facts = "; ".join(f"{_call_text(c)} = {c.result}" for c in done)
+    label = "Tool result" if len(done) == 1 else "Tool results"
+    # Phrasing chosen by probing SmolLM2-135M: a list headed "Exact tool results:" was echoed back verbatim.
+    return ChatMessage(role="user", content=f"{label}: {facts}. Now answer my question.")
 
 
-def _args_text(call: ToolCall) -> str:
+def _call_text(call: ToolCall) -> str:
+    """`17 * 23` for a one-argument call (the calculator), `tool({...})` otherwise."""
     if len(call.arguments) == 1:
         return str(next(iter(call.arguments.values())))
-    return json.dumps(call.arguments)
+    return f"{call.tool}({json.dumps(call.arguments)})"

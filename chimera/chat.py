@@ -5,7 +5,7 @@ model → path: `chimera` runs the ReAct agent on the routed expert; `auto` rout
 """
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -19,7 +19,7 @@ from chimera.guardrails.base import Rails
 from chimera.memory.sessions.base import SessionStore, check_session_id
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
-from chimera.models.router.base import RouteDecision, Router
+from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
 from chimera.tools.base import Tool
 
@@ -86,6 +86,7 @@ class ChatService:
         rails: Rails,
         tools: dict[str, Tool],
         agent: AgentConfig,
+        load: Callable[[], Mapping[ExpertName, ExpertLoad]] | None = None,
     ) -> None:
         self.experts = experts
         self.router = router
@@ -93,6 +94,7 @@ class ChatService:
         self.rails = rails
         self.tools = tools
         self.agent = agent
+        self.load = load or dict
         self._graph = build_react_graph()
 
     def resolve(self, model: str) -> ExpertName | None:
@@ -127,7 +129,7 @@ class ChatService:
             if fixed is not None:
                 decision = RouteDecision(expert=fixed, confidence=1.0, explicit=True)
             else:
-                decision = self.router.route(conversation)
+                decision = self.router.route(conversation, load=self.load())
             span.set_attributes(decision.as_attributes())
 
         if not verdict.allowed:

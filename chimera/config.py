@@ -57,8 +57,38 @@ class RayConfig(_Frozen):
 class RouterConfig(_Frozen):
     """How a request's expert is chosen."""
 
-    kind: Literal["heuristic"] = Field("heuristic", description="Router implementation.")
-    default_expert: ExpertName = Field("chat", description="Expert used when no signal is confident.")
+    kind: Literal["learned", "heuristic"] = Field(
+        "learned", description="`learned`: MiniLM + trained gating head; `heuristic`: keyword rules, no model."
+    )
+    default_expert: ExpertName = Field("chat", description="Expert used when the router is not confident.")
+    head: Path | None = Field(
+        None, description="Gating head from `chimera router train`; unset uses the packaged head for `embedder`."
+    )
+    embedder: Literal["static", "contextual"] = Field(
+        "static",
+        description="Features from all-MiniLM-L6-v2: `static` = its word-piece vectors, mean-pooled (~0.4 ms); "
+        "`contextual` = the full sentence-transformer (~20 ms on 2 CPU cores). The head must match.",
+    )
+    embedder_max_tokens: int = Field(256, ge=16, le=512, description="Word pieces embedded per message (rest cut).")
+    min_confidence: float = Field(
+        0.4, ge=0.0, le=1.0, description="Below this calibrated probability a new conversation goes to the default."
+    )
+    turn_decay: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of each earlier user turn relative to the next (0 = newest only)."
+    )
+    switch_confidence: float = Field(
+        0.7, ge=0.0, le=1.0, description="A turn this sure of another expert switches the conversation's expert."
+    )
+    hysteresis_margin: float = Field(
+        0.2, ge=0.0, le=1.0, description="Otherwise the accumulated evidence must lead by this much to switch."
+    )
+    spill_margin: float = Field(
+        0.25, ge=0.0, le=1.0, description="A saturated expert's request spills to the runner-up within this gap."
+    )
+    capacity_factor: float = Field(
+        1.0, gt=0.0, description="Saturation = ongoing requests >= factor x max_num_seqs x replicas of the engine."
+    )
+    load_poll_s: float = Field(0.2, gt=0.0, description="How often the API reads each engine's load.")
 
 
 class AgentConfig(_Frozen):

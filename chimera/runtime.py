@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chimera.chat import ChatService
-from chimera.cluster.deployments import app_name, deployment_options, engine_args_for_cluster
+from chimera.cluster.deployments import app_name, deployment_options, engine_args_for_cluster, engine_capacity
+from chimera.cluster.load import LoadMonitor
 from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file, worker_env
 from chimera.config import ChimeraConfig
 from chimera.guardrails.base import DisabledRails
@@ -16,7 +17,7 @@ from chimera.memory.redis_server import EmbeddedRedis
 from chimera.memory.sessions.redis_store import RedisSessionStore
 from chimera.models import provision
 from chimera.models.expert import Expert
-from chimera.models.router.heuristic import HeuristicRouter
+from chimera.models.router.factory import build_router
 from chimera.models.specs import EngineSpec
 from chimera.tools.calculator import Calculator
 
@@ -44,6 +45,7 @@ class Runtime:
     config: ChimeraConfig
     service: ChatService | None = None
     _redis: EmbeddedRedis | None = None
+    load: LoadMonitor | None = None
     _clients: dict[str, "ServeEngineClient"] = field(default_factory=dict)
 
     def start(self) -> ChatService:
@@ -65,6 +67,7 @@ class Runtime:
             self._redis = EmbeddedRedis(data_dir / "redis")
             redis_url = self._redis.start()
 
+        router = build_router(cfg.router)  # before Ray and the engines: a missing head fails in seconds
         specs = local_engine_specs(cfg)
         if not ray.is_initialized():
             ray.init(
@@ -85,6 +88,12 @@ class Runtime:
             self._clients[name] = ServeEngineClient(handle)
             log.info("engine %s is serving", name)
 
+        self.load = LoadMonitor(
+            self._clients,
+            {expert: spec.engine for expert, spec in cfg.experts.items()},
+            {name: engine_capacity(spec, cfg.router.capacity_factor) for name, spec in cfg.engines.items()},
+            interval_s=cfg.router.load_poll_s,
+        )
         experts = {
             expert: Expert(
                 expert, spec, self._clients[spec.engine], cfg.engines[spec.engine].served_name or spec.engine
@@ -93,13 +102,14 @@ class Runtime:
         }
         self.service = ChatService(
             experts=experts,
-            router=HeuristicRouter(cfg.router.default_expert),
+            router=router,
             sessions=RedisSessionStore(
                 redis_url, ttl_s=cfg.redis.session_ttl_s, max_messages=cfg.redis.max_session_messages
             ),
             rails=DisabledRails(),
             tools={Calculator.name: Calculator()},
             agent=cfg.agent,
+            load=self.load.snapshot,
         )
         return self.service
 
@@ -117,8 +127,15 @@ class Runtime:
                 ok = False
         return {"status": "ok" if ok else "degraded", "engines": engines}
 
+    async def astart(self) -> None:
+        """Start what lives in the server's event loop: the load monitor."""
+        if self.load is not None:
+            self.load.start()
+
     async def aclose(self) -> None:
-        """Close connections held in the server's event loop."""
+        """Stop what lives in the server's event loop; close its connections."""
+        if self.load is not None:
+            await self.load.stop()
         if self.service is not None:
             await self.service.sessions.close()
 

@@ -43,3 +43,11 @@ def engine_args_for_cluster(spec: EngineSpec) -> EngineSpec:
     if spec.tensor_parallel_size > 1 and "distributed_executor_backend" not in spec.engine_kwargs:
         return spec.model_copy(update={"engine_kwargs": {**spec.engine_kwargs, "distributed_executor_backend": "ray"}})
     return spec
+
+
+def engine_capacity(spec: EngineSpec, capacity_factor: float) -> int:
+    """Ongoing requests at which an engine counts as saturated: its batch slots times the capacity factor.
+
+    Past `max_num_seqs` per replica, vLLM queues requests instead of batching them: that is where waiting starts.
+    """
+    return max(1, round(capacity_factor * spec.max_num_seqs * spec.num_replicas))

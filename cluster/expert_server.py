@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 
 from opentelemetry import trace
 
-from chimera.cluster.tracing import context_from_traceparent, flush_tracing, setup_worker_tracing
+from chimera.cluster.tracing import (
+    context_from_traceparent,
+    flush_tracing,
+    setup_worker_tracing,
+    traced_generation,
+)
 from chimera.models.engine.base import (
     EngineHealth,
     EngineUnavailableError,
@@ -38,20 +43,8 @@ class ExpertServer:
             kind=trace.SpanKind.SERVER,
             attributes={"gen_ai.request.model": self._model, "chimera.request_id": request.request_id},
         )
-        last = GenerationDelta()
-        try:
-            async for delta in self._engine.generate(request):
-                last = delta
-                yield delta
-        except Exception as e:
-            span.record_exception(e)
-            span.set_status(trace.StatusCode.ERROR, str(e))
-            raise
-        finally:
-            span.set_attribute("gen_ai.usage.input_tokens", last.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", last.completion_tokens)
-            span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason or "abort"])
-            span.end()
+        async for delta in traced_generation(span, self._engine.generate(request)):
+            yield delta
 
     async def health(self) -> EngineHealth:
         return await self._engine.health()

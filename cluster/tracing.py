@@ -10,9 +10,10 @@ file that every process appends whole lines to (`chimera traces` reads it).
 import json
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -25,6 +26,9 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from chimera.models.engine.base import GenerationDelta
 
 # Ray's worker_process_setup_hook takes no arguments: the driver hands the settings over in these variables.
 ENV_EXPORTER = "CHIMERA_TRACE_EXPORTER"  # "otlp" | "file" | "none"
@@ -149,3 +153,39 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
 
 def trace_id_hex(span: trace.Span) -> str:
     return format(span.get_span_context().trace_id, "032x")
+
+
+async def traced_generation(
+    span: trace.Span, deltas: "AsyncIterator[GenerationDelta]"
+) -> "AsyncIterator[GenerationDelta]":
+    """Pass `deltas` through, then end `span` with GenAI usage, finish reason and time to first token.
+
+    An exception is recorded on the span and re-raised; a stream closed early closes `deltas` too and ends
+    with finish reason `abort`.
+    """
+    started = time.monotonic_ns()
+    first_ns: int | None = None
+    last: GenerationDelta | None = None
+    try:
+        async for delta in deltas:
+            if first_ns is None and (delta.text or delta.completion_tokens):
+                first_ns = time.monotonic_ns()
+            last = delta
+            yield delta
+    except Exception as e:
+        span.record_exception(e)
+        span.set_status(trace.StatusCode.ERROR, str(e))
+        raise
+    finally:
+        if hasattr(deltas, "aclose"):  # closed early: close the source now, so the engine aborts at once
+            await deltas.aclose()
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": last.prompt_tokens if last else 0,
+                "gen_ai.usage.output_tokens": last.completion_tokens if last else 0,
+                "gen_ai.response.finish_reasons": [(last and last.finish_reason) or "abort"],
+            }
+        )
+        if first_ns is not None:
+            span.set_attribute("chimera.ttft_ms", (first_ns - started) / 1e6)
+        span.end()

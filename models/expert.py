@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from chimera.cluster.tracing import traceparent_of
+from chimera.cluster.tracing import traced_generation, traceparent_of
 from chimera.messages import ChatMessage
 from chimera.models.engine.base import GenerationDelta, GenerationRequest
 from chimera.models.specs import ExpertName, ExpertSpec
@@ -31,6 +31,7 @@ class SamplingOverrides:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
 
 
 def compose_prompt(system_prompt: str, messages: list[ChatMessage]) -> list[ChatMessage]:
@@ -88,24 +89,13 @@ class Expert:
             top_p=sampling.top_p or defaults.top_p,
             stop=sampling.stop,
             seed=sampling.seed,
+            ignore_eos=sampling.ignore_eos,
             json_schema=json_schema,
             traceparent=traceparent_of(span),
         )
         span.set_attribute("gen_ai.request.max_tokens", request.max_tokens)
-        last = GenerationDelta()
-        try:
-            async for delta in self.client.generate(request):
-                last = delta
-                yield delta
-        except Exception as e:
-            span.record_exception(e)
-            span.set_status(trace.StatusCode.ERROR, str(e))
-            raise
-        finally:
-            span.set_attribute("gen_ai.usage.input_tokens", last.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", last.completion_tokens)
-            span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason or "abort"])
-            span.end()
+        async for delta in traced_generation(span, self.client.generate(request)):
+            yield delta
 
     async def complete(
         self,

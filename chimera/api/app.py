@@ -41,12 +41,15 @@ def create_app(
     service: ChatService,
     limits: ServerConfig,
     health: HealthProbe,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The HTTP shell around `service`; `health` reports the engines for /healthz."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup()
         yield
         if on_shutdown is not None:
             await on_shutdown()

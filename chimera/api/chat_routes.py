@@ -46,9 +46,13 @@ async def chat_completions(request: Request) -> Response:
         span.set_status(trace.StatusCode.ERROR, error.message)
         span.end()
         raise error from e
+    decision = chat.decision
     headers = {
-        "x-chimera-expert": chat.decision.expert,
-        "x-chimera-route-confidence": f"{chat.decision.confidence:.3f}",
+        "x-chimera-expert": decision.expert,
+        "x-chimera-route-confidence": f"{decision.confidence:.3f}",
+        "x-chimera-route-runner-up": decision.runner_up or "",
+        "x-chimera-route-signals": ",".join(decision.signals),
+        "x-chimera-route-spilled": "true" if decision.spilled else "false",
         "x-chimera-trace-id": trace_id_hex(span),
         "x-session-id": chat.session_id,
     }

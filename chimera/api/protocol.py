@@ -45,6 +45,7 @@ class ChatCompletionRequest(_Wire):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence (benchmarks).")
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     user: str | None = None
 

@@ -72,5 +72,6 @@ def to_chat_request(request: ChatCompletionRequest, limits: ServerConfig, sessio
         top_p=request.top_p,
         stop=request.stop_tuple(),
         seed=request.seed,
+        ignore_eos=request.ignore_eos,
     )
     return ChatRequest(model=request.model, messages=messages, sampling=sampling, session_id=session_id)

@@ -39,6 +39,7 @@ class GenerationRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: tuple[str, ...] = Field((), description="Strings that end generation.")
     seed: int | None = Field(None, description="Sampling seed.")
+    ignore_eos: bool = Field(False, description="Generate `max_tokens` even past end-of-sequence (benchmarks).")
     json_schema: dict[str, Any] | None = Field(None, description="Guided decoding: output is JSON of this schema.")
     traceparent: str | None = Field(None, description="W3C traceparent of the caller's span.")
 

@@ -16,11 +16,31 @@ from chimera.models.engine.base import (
 from chimera.models.specs import EngineSpec
 
 if TYPE_CHECKING:
+    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
 log = logging.getLogger(__name__)
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort"}
+
+
+def engine_args(spec: EngineSpec) -> "AsyncEngineArgs":
+    """vLLM's engine arguments for a spec (also what `bench/serving.py` starts its raw baseline with)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(
+        model=spec.model,
+        served_model_name=[spec.served_name or spec.model],
+        dtype=spec.dtype,
+        max_model_len=spec.max_model_len,
+        tensor_parallel_size=spec.tensor_parallel_size,
+        kv_cache_memory_bytes=spec.kv_cache_memory_bytes,
+        gpu_memory_utilization=spec.gpu_memory_utilization,
+        enforce_eager=spec.enforce_eager,
+        max_num_seqs=spec.max_num_seqs,
+        disable_log_stats=True,
+        **spec.engine_kwargs,
+    )
 
 
 class VLLMEngine(LLMEngine):
@@ -36,24 +56,9 @@ class VLLMEngine(LLMEngine):
         return self.spec.served_name or self.spec.model
 
     async def start(self) -> None:
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        spec = self.spec
-        args = AsyncEngineArgs(
-            model=spec.model,
-            served_model_name=[self.model_name],
-            dtype=spec.dtype,
-            max_model_len=spec.max_model_len,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            kv_cache_memory_bytes=spec.kv_cache_memory_bytes,
-            gpu_memory_utilization=spec.gpu_memory_utilization,
-            enforce_eager=spec.enforce_eager,
-            max_num_seqs=spec.max_num_seqs,
-            disable_log_stats=True,
-            **spec.engine_kwargs,
-        )
-        self._engine = AsyncLLM.from_engine_args(args)
+        self._engine = AsyncLLM.from_engine_args(engine_args(self.spec))
         self._tokenizer = self._engine.tokenizer
         log.info("vLLM engine for %s started", self.model_name)
 
@@ -74,6 +79,7 @@ class VLLMEngine(LLMEngine):
             top_p=request.top_p,
             stop=list(request.stop) or None,
             seed=request.seed,
+            ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=(
                 StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None

@@ -1,5 +1,6 @@
 """The router seam: a conversation in, a `RouteDecision` that explains itself out."""
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
@@ -18,6 +19,8 @@ class RouteDecision(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
     signals: tuple[str, ...] = Field((), description="Evidence that fired, e.g. `code_fence`, `math_notation`.")
     runner_up: ExpertName | None = None
+    probabilities: dict[str, float] = Field(default_factory=dict, description="Calibrated P(expert), if learned.")
+    spilled: bool = Field(False, description="Sent to the runner-up because the first choice was saturated.")
     explicit: bool = Field(False, description="The request named the expert; the router did not choose.")
 
     def as_attributes(self) -> dict[str, str | float | bool]:
@@ -27,13 +30,30 @@ class RouteDecision(BaseModel):
             "chimera.route.confidence": self.confidence,
             "chimera.route.signals": ",".join(self.signals),
             "chimera.route.runner_up": self.runner_up or "",
+            "chimera.route.probabilities": json.dumps(self.probabilities, sort_keys=True),
+            "chimera.route.spilled": self.spilled,
             "chimera.route.explicit": self.explicit,
         }
 
 
+class ExpertLoad(BaseModel):
+    """Live load of the engine behind an expert, read from its deployment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ongoing: int = Field(ge=0, description="Requests the engine holds now (running or waiting).")
+    capacity: int = Field(gt=0, description="Ongoing requests at which the expert counts as saturated.")
+
+    @property
+    def saturated(self) -> bool:
+        return self.ongoing >= self.capacity
+
+
 class Router(ABC):
-    """Chooses an expert for a conversation. `load` maps expert → requests in flight (may be empty)."""
+    """Chooses an expert for a conversation; `load` is each expert's live load (absent: unknown)."""
 
     @abstractmethod
-    def route(self, conversation: list[ChatMessage], *, load: Mapping[str, int] | None = None) -> RouteDecision:
+    def route(
+        self, conversation: list[ChatMessage], *, load: Mapping[ExpertName, ExpertLoad] | None = None
+    ) -> RouteDecision:
         """Decide which expert answers the conversation's newest user turn."""

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 
 from chimera.messages import ChatMessage, last_user_text
-from chimera.models.router.base import RouteDecision, Router
+from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import ExpertName
 
 _CODE = [
@@ -60,7 +60,9 @@ class HeuristicRouter(Router):
     def __init__(self, default_expert: ExpertName = "chat") -> None:
         self.default_expert: ExpertName = default_expert
 
-    def route(self, conversation: list[ChatMessage], *, load: Mapping[str, int] | None = None) -> RouteDecision:
+    def route(
+        self, conversation: list[ChatMessage], *, load: Mapping[ExpertName, ExpertLoad] | None = None
+    ) -> RouteDecision:
         text = last_user_text(conversation)
         scores: dict[ExpertName, float] = {"code": 0.0, "math": 0.0, "text": 0.0, "chat": 0.0}
         fired: list[str] = []

@@ -3,13 +3,13 @@
 import httpx
 import pytest
 
-from tests.integration.conftest import ServerProcess
+from tests.integration.conftest import TestServer
 
 GOOD = {"model": "chimera-chat", "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
 
 
 @pytest.fixture(scope="module")
-def http(server: ServerProcess) -> httpx.Client:
+def http(server: TestServer) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=120)
 
 

@@ -5,11 +5,11 @@ import time
 import openai
 import pytest
 
-from tests.integration.conftest import ServerProcess
+from tests.integration.conftest import TestServer
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> openai.OpenAI:
+def client(server: TestServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 

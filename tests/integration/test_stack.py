@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from chimera.traceview import read_spans
-from tests.integration.conftest import ServerProcess
+from tests.integration.conftest import TestServer
 
 
 @pytest.fixture(scope="module")
-def http(server: ServerProcess) -> httpx.Client:
+def http(server: TestServer) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=180)
 
 
@@ -26,7 +26,7 @@ def _chat(http: httpx.Client, model: str, text: str, session: str | None = None,
     return response
 
 
-def _trace(server: ServerProcess, trace_id: str, until: str, timeout_s: float = 15) -> list[dict[str, Any]]:
+def _trace(server: TestServer, trace_id: str, until: str, timeout_s: float = 15) -> list[dict[str, Any]]:
     """The spans of one trace, once a span named `until` has been written (workers export on span end)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -40,7 +40,7 @@ def _prompt_tokens(response: httpx.Response) -> int:
     return int(response.json()["usage"]["prompt_tokens"])
 
 
-def test_session_continues_across_requests_and_a_restart(http: httpx.Client, server: ServerProcess) -> None:
+def test_session_continues_across_requests_and_a_restart(http: httpx.Client, server: TestServer) -> None:
     session = f"test-{uuid.uuid4().hex[:8]}"
     question = "What did I just tell you?"
     alone = _prompt_tokens(_chat(http, "chimera-chat", question))
@@ -60,7 +60,7 @@ def test_session_continues_across_requests_and_a_restart(http: httpx.Client, ser
     assert _prompt_tokens(fresh) == alone
 
 
-def test_one_request_is_one_trace_across_api_and_expert_processes(http: httpx.Client, server: ServerProcess) -> None:
+def test_one_request_is_one_trace_across_api_and_expert_processes(http: httpx.Client, server: TestServer) -> None:
     response = _chat(http, "chimera-chat", "Name a colour.")
     spans = _trace(server, response.headers["x-chimera-trace-id"], until="engine.generate")
     by_id = {s["span_id"]: s for s in spans}
@@ -84,7 +84,7 @@ def test_one_request_is_one_trace_across_api_and_expert_processes(http: httpx.Cl
     assert expert["attributes"]["gen_ai.usage.input_tokens"] == response.json()["usage"]["prompt_tokens"]
 
 
-def test_agent_answers_arithmetic_through_a_real_calculator_call(http: httpx.Client, server: ServerProcess) -> None:
+def test_agent_answers_arithmetic_through_a_real_calculator_call(http: httpx.Client, server: TestServer) -> None:
     response = _chat(http, "chimera", "What is 17 * 23?", max_tokens=64)
     answer = response.json()["choices"][0]["message"]["content"]
     spans = _trace(server, response.headers["x-chimera-trace-id"], until="tool.calculator")
@@ -110,7 +110,7 @@ def test_concurrent_requests_all_complete(http: httpx.Client) -> None:
     assert all(r.json()["usage"]["completion_tokens"] > 0 for r in responses)
 
 
-def test_client_disconnect_aborts_generation(http: httpx.Client, server: ServerProcess) -> None:
+def test_client_disconnect_aborts_generation(http: httpx.Client, server: TestServer) -> None:
     body = {
         "model": "chimera-text",
         "messages": [{"role": "user", "content": "Write a very long essay about the history of every river on Earth."}],

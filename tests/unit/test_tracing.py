@@ -1,13 +1,16 @@
 """The JSONL exporter, traceparent propagation and the trace tree, with a real TracerProvider."""
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from chimera.cluster.tracing import JsonlSpanExporter, context_from_traceparent, traceparent_of
+from chimera.cluster.tracing import JsonlSpanExporter, context_from_traceparent, traced_generation, traceparent_of
+from chimera.models.engine.base import GenerationDelta
 from chimera.traceview import read_spans, render, traces
 
 
@@ -49,3 +52,33 @@ def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
 def test_no_traceparent_starts_a_new_trace() -> None:
     assert context_from_traceparent(None) is None
     assert trace.get_current_span(context_from_traceparent("garbage")).get_span_context().is_valid is False
+
+
+async def test_traced_generation_records_usage_and_closes_the_source_when_abandoned() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    closed: list[bool] = []
+
+    async def source(n: int) -> AsyncIterator[GenerationDelta]:
+        try:
+            for i in range(1, n + 1):
+                yield GenerationDelta(
+                    text="x", prompt_tokens=7, completion_tokens=i, finish_reason="length" if i == n else None
+                )
+        finally:
+            closed.append(True)
+
+    assert len([d async for d in traced_generation(tracer.start_span("full"), source(3))]) == 3
+    stream = traced_generation(tracer.start_span("abandoned"), source(100))
+    assert (await anext(stream)).completion_tokens == 1
+    await stream.aclose()
+
+    full, abandoned = exporter.get_finished_spans()
+    assert full.attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert full.attributes["gen_ai.usage.output_tokens"] == 3 and full.attributes["gen_ai.usage.input_tokens"] == 7
+    assert full.attributes["chimera.ttft_ms"] >= 0
+    assert abandoned.attributes["gen_ai.response.finish_reasons"] == ("abort",)
+    assert abandoned.attributes["gen_ai.usage.output_tokens"] == 1
+    assert closed == [True, True]

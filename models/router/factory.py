@@ -1,0 +1,42 @@
+"""Build the configured router and its embedder."""
+
+from chimera.config import RouterConfig
+from chimera.models.router.base import Router
+from chimera.models.router.embedder import Embedder
+
+
+def build_embedder(kind: str, max_tokens: int) -> Embedder:
+    """`static` (word-piece vectors, fast) or `contextual` (the full sentence-transformer), both from MiniLM."""
+    from chimera.models.router.embedder import SentenceEmbedder, StaticEmbedder
+
+    return StaticEmbedder(max_tokens=max_tokens) if kind == "static" else SentenceEmbedder(max_tokens=max_tokens)
+
+
+def build_router(config: RouterConfig) -> Router:
+    """The router `config.kind` names; the learned one loads its embedder and head here.
+
+    Raises:
+        GatingError, EmbedderError: the head or the embedding model is missing or they do not fit each other.
+    """
+    if config.kind == "heuristic":
+        from chimera.models.router.heuristic import HeuristicRouter
+
+        return HeuristicRouter(config.default_expert)
+    from chimera.models.router.gating import GatingError, GatingHead, packaged_head
+    from chimera.models.router.learned import LearnedRouter, RoutingPolicy
+
+    head = GatingHead.load(config.head or packaged_head(config.embedder))
+    if head.meta.get("embedder") != config.embedder:
+        raise GatingError(f"the head was trained on `{head.meta.get('embedder')}` features, the config asks for "
+                          f"`{config.embedder}`: set router.embedder to match, or retrain")  # fmt: skip
+    policy = RoutingPolicy(
+        default_expert=config.default_expert,
+        min_confidence=config.min_confidence,
+        turn_decay=config.turn_decay,
+        switch_confidence=config.switch_confidence,
+        hysteresis_margin=config.hysteresis_margin,
+        spill_margin=config.spill_margin,
+    )
+    router = LearnedRouter(build_embedder(config.embedder, config.embedder_max_tokens), head, policy)
+    router.probabilities(["warm-up"])  # load now, and fail at startup if the head does not fit the embedder
+    return router
