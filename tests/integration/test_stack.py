@@ -85,7 +85,7 @@ def test_one_request_is_one_trace_across_api_and_expert_processes(http: httpx.Cl
 
 
 def test_agent_answers_arithmetic_through_a_real_calculator_call(http: httpx.Client, server: TestServer) -> None:
-    response = _chat(http, "chimera", "What is 17 * 23?", max_tokens=64)
+    response = _chat(http, "chimera", "Calculate 17 * 23.", max_tokens=64)
     answer = response.json()["choices"][0]["message"]["content"]
     spans = _trace(server, response.headers["x-chimera-trace-id"], until="tool.calculator")
     tools = [s for s in spans if s["name"] == "tool.calculator"]

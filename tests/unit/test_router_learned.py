@@ -171,3 +171,27 @@ def test_eval_cli_rejects_bad_data_clearly(
     assert cli(["eval", "router", "--data", str(data)]) == 2
     assert message in capsys.readouterr().err
     assert cli(["eval", "router", "--data", str(tmp_path / "missing.jsonl")]) == 2
+
+
+class CountingEmbedder:
+    """The static embedder, counting the texts it is asked to embed."""
+
+    kind = "static"
+
+    def __init__(self, inner: StaticEmbedder) -> None:
+        self.inner, self.max_tokens, self.embedded = inner, inner.max_tokens, 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        return self.inner.embed(texts)
+
+
+def test_a_growing_conversation_embeds_only_its_new_turn(embedder: StaticEmbedder, head: GatingHead) -> None:
+    counting = CountingEmbedder(embedder)
+    router = LearnedRouter(counting, head)
+    conversation: list[ChatMessage] = []
+    for i in range(12):
+        conversation += _ask(f"Question number {i} about sorting lists in Python?")
+        router.route(conversation)
+        conversation.append(ChatMessage(role="assistant", content="(answer)"))
+    assert counting.embedded == 12
