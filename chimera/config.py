@@ -85,6 +85,7 @@ class RouterConfig(_Frozen):
     spill_margin: float = Field(
         0.25, ge=0.0, le=1.0, description="A saturated expert's request spills to the runner-up within this gap."
     )
+    max_turns: int = Field(8, ge=1, le=64, description="Newest user turns the router weighs (older ones are ignored).")
     capacity_factor: float = Field(
         1.0, gt=0.0, description="Saturation = ongoing requests >= factor x max_num_seqs x replicas of the engine."
     )

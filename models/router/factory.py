@@ -23,20 +23,12 @@ def build_router(config: RouterConfig) -> Router:
 
         return HeuristicRouter(config.default_expert)
     from chimera.models.router.gating import GatingError, GatingHead, packaged_head
-    from chimera.models.router.learned import LearnedRouter, RoutingPolicy
+    from chimera.models.router.learned import LearnedRouter
 
     head = GatingHead.load(config.head or packaged_head(config.embedder))
     if head.meta.get("embedder") != config.embedder:
         raise GatingError(f"the head was trained on `{head.meta.get('embedder')}` features, the config asks for "
                           f"`{config.embedder}`: set router.embedder to match, or retrain")  # fmt: skip
-    policy = RoutingPolicy(
-        default_expert=config.default_expert,
-        min_confidence=config.min_confidence,
-        turn_decay=config.turn_decay,
-        switch_confidence=config.switch_confidence,
-        hysteresis_margin=config.hysteresis_margin,
-        spill_margin=config.spill_margin,
-    )
-    router = LearnedRouter(build_embedder(config.embedder, config.embedder_max_tokens), head, policy)
+    router = LearnedRouter(build_embedder(config.embedder, config.embedder_max_tokens), head, config)
     router.probabilities(["warm-up"])  # load now, and fail at startup if the head does not fit the embedder
     return router

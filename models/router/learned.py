@@ -10,29 +10,16 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
+from chimera.config import RouterConfig
 from chimera.messages import ChatMessage
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.router.embedder import Embedder
 from chimera.models.router.gating import GatingHead, features_of
 from chimera.models.router.signals import extract_signals, has_words
 from chimera.models.specs import ExpertName
-
-
-@dataclass(frozen=True)
-class RoutingPolicy:
-    """How probabilities become a decision (see `RouterConfig` for what each knob means)."""
-
-    default_expert: ExpertName = "chat"
-    min_confidence: float = 0.4
-    turn_decay: float = 0.5
-    switch_confidence: float = 0.7
-    hysteresis_margin: float = 0.2
-    spill_margin: float = 0.25
-    max_turns: int = 8
 
 
 class LearnedRouter(Router):
@@ -42,11 +29,11 @@ class LearnedRouter(Router):
     """
 
     def __init__(
-        self, embedder: Embedder, head: GatingHead, policy: RoutingPolicy | None = None, *, cache_size: int = 8192
+        self, embedder: Embedder, head: GatingHead, policy: RouterConfig | None = None, *, cache_size: int = 8192
     ) -> None:
         self.embedder = embedder
         self.head = head
-        self.policy = policy or RoutingPolicy()
+        self.policy = policy or RouterConfig()
         self.labels: tuple[ExpertName, ...] = head.labels
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cache_size = cache_size

@@ -13,7 +13,7 @@ from chimera.models.router.base import ExpertLoad
 from chimera.models.router.embedder import StaticEmbedder
 from chimera.models.router.factory import build_router
 from chimera.models.router.gating import GatingError, GatingHead, fit_temperature, packaged_head, softmax
-from chimera.models.router.learned import LearnedRouter, RoutingPolicy
+from chimera.models.router.learned import LearnedRouter
 from chimera.models.router.signals import extract_signals, has_words
 from chimera.models.router.training import train_head
 
@@ -92,7 +92,7 @@ def test_a_head_for_other_features_is_refused() -> None:
 def test_nothing_to_route_on_goes_to_the_default_with_a_reason(
     embedder: StaticEmbedder, head: GatingHead, conversation: list[ChatMessage], reason: str
 ) -> None:
-    decision = LearnedRouter(embedder, head, RoutingPolicy(default_expert="text")).route(conversation)
+    decision = LearnedRouter(embedder, head, RouterConfig(default_expert="text")).route(conversation)
     assert decision.expert == "text" and reason in decision.signals
 
 
@@ -110,15 +110,15 @@ def test_capacity_rule_spills_close_calls_and_keeps_confident_ones(embedder: Sta
     assert calm.expert == "code" and not calm.spilled
     busy = {"code": ExpertLoad(ongoing=4, capacity=4), calm.runner_up: ExpertLoad(ongoing=0, capacity=4)}
 
-    always_close = LearnedRouter(embedder, head, RoutingPolicy(spill_margin=1.0)).route(_ask(text), load=busy)
+    always_close = LearnedRouter(embedder, head, RouterConfig(spill_margin=1.0)).route(_ask(text), load=busy)
     assert always_close.spilled and always_close.expert == calm.runner_up and always_close.runner_up == "code"
 
-    never_close = LearnedRouter(embedder, head, RoutingPolicy(spill_margin=0.0)).route(_ask(text), load=busy)
+    never_close = LearnedRouter(embedder, head, RouterConfig(spill_margin=0.0)).route(_ask(text), load=busy)
     assert never_close.expert == "code" and not never_close.spilled
     assert "saturated_but_confident" in never_close.signals
 
     both_busy = {**busy, calm.runner_up: ExpertLoad(ongoing=9, capacity=4)}
-    nowhere = LearnedRouter(embedder, head, RoutingPolicy(spill_margin=1.0)).route(_ask(text), load=both_busy)
+    nowhere = LearnedRouter(embedder, head, RouterConfig(spill_margin=1.0)).route(_ask(text), load=both_busy)
     assert nowhere.expert == "code" and not nowhere.spilled
 
 
