@@ -6,6 +6,7 @@ from typing import Any
 from chimera.agents.state import ToolCall
 from chimera.messages import ChatMessage
 from chimera.tools.base import Tool
+from chimera.tools.search.types import Citation
 
 NO_TOOL = "none"
 
@@ -54,6 +55,11 @@ def observation_message(call: ToolCall) -> ChatMessage:
     return ChatMessage(role="user", content=f"Result of {call.tool}: {call.observation}")
 
 
+def passages_text(citations: tuple[Citation, ...]) -> str:
+    """Numbered passages as the model reads them: `[n] (source, page) text`."""
+    return "\n".join(f"{c.label}: {c.text}" for c in citations)
+
+
 def answer_context(calls: list[ToolCall]) -> ChatMessage | None:
     """A last user turn that hands the tool results to the answering step.
 
@@ -62,6 +68,10 @@ def answer_context(calls: list[ToolCall]) -> ChatMessage | None:
     done = [c for c in calls if c.error is None]  # failed calls informed `decide`; here they only mislead
     if not done:
         return None
+    if any(c.citations for c in done):
+        passages = "\n".join(c.result or "" for c in done if c.citations)
+        return ChatMessage(role="user", content=f"Passages:\n{passages}\nAnswer my question from these passages "
+                           "and cite them as [1], [2].")  # fmt: skip
     facts = "; ".join(f"{_call_text(c)} = {c.result}" for c in done)
     label = "Tool result" if len(done) == 1 else "Tool results"
     # Phrasing chosen by probing SmolLM2-135M: a list headed "Exact tool results:" was echoed back verbatim.

@@ -21,10 +21,12 @@ from chimera.agents.prompts import (
     decision_instructions,
     decision_schema,
     observation_message,
+    passages_text,
 )
 from chimera.agents.state import AgentContext, ReactState, ToolCall
 from chimera.models.expert import SamplingOverrides
-from chimera.tools.base import ToolError
+from chimera.tools.base import SourcedResult, ToolError
+from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.agents")
 
@@ -84,13 +86,28 @@ async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
         span.set_attribute("chimera.tool.arguments", json.dumps(call.arguments))
         if call.error is None:
             try:
-                call = ToolCall(call.tool, call.arguments, result=await ctx.tools[call.tool].call(call.arguments))
+                result = await ctx.tools[call.tool].call(call.arguments)
             except ToolError as e:
                 call = ToolCall(call.tool, call.arguments, error=str(e))
+            else:
+                call = _with_result(call, result, first=1 + len(cited(state.get("tool_calls", []))))
         span.set_attribute("chimera.tool.observation", call.observation)
         if call.error is not None:
             span.set_status(trace.StatusCode.ERROR, call.error)
     return {"tool_calls": [call], "pending": None}
+
+
+def _with_result(call: ToolCall, result: str | SourcedResult, *, first: int) -> ToolCall:
+    """The call with its observation; passages are numbered from `first` so citations are unique per run."""
+    if isinstance(result, str):
+        return ToolCall(call.tool, call.arguments, result=result)
+    citations = tuple(Citation.of(first + i, p) for i, p in enumerate(result.passages))
+    return ToolCall(call.tool, call.arguments, result=passages_text(citations), citations=citations)
+
+
+def cited(calls: list[ToolCall]) -> list[Citation]:
+    """Every passage the run's tool calls returned, in citation order."""
+    return [c for call in calls for c in call.citations]
 
 
 async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
@@ -108,6 +125,12 @@ async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
             text += delta.text
             finish = delta.finish_reason or finish
             prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+        sources = cited(state.get("tool_calls", []))
+        if sources:
+            # The sources are listed by us, not left to the model: a small model cites unreliably.
+            footer = "\n\nSources:\n" + "\n".join(c.label for c in sources)
+            write(footer)
+            text += footer
     return {
         "answer": text,
         "finish_reason": finish,

@@ -9,6 +9,7 @@ from opentelemetry.context import Context
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.tools.base import Tool
+from chimera.tools.search.types import Citation
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class ToolCall:
     arguments: dict[str, Any]
     result: str | None = None
     error: str | None = None
+    citations: tuple[Citation, ...] = ()  # passages the result quoted, numbered across the whole run
 
     @property
     def observation(self) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from chimera.agents.react import build_react_graph
+from chimera.agents.react import build_react_graph, cited
 from chimera.agents.state import AgentContext
 from chimera.config import AgentConfig
 from chimera.errors import ChimeraError
@@ -22,6 +22,7 @@ from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
 from chimera.tools.base import Tool
+from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.chat")
 
@@ -58,6 +59,7 @@ class ChatOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     text: str = ""
+    citations: list[Citation] = field(default_factory=list)  # passages the agent's answer drew on
 
 
 @dataclass
@@ -191,6 +193,7 @@ class ChatService:
             outcome.finish_reason = final.get("finish_reason", "stop")
             outcome.prompt_tokens = final.get("prompt_tokens", 0)
             outcome.completion_tokens = final.get("completion_tokens", 0)
+            outcome.citations = cited(final.get("tool_calls", []))
             span.set_attributes(
                 {
                     "chimera.agent.steps": final.get("steps", 0),

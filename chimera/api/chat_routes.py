@@ -17,6 +17,7 @@ from chimera.api.protocol import (
     Choice,
     ChunkChoice,
     DeltaMessage,
+    Extension,
     ResponseMessage,
     Usage,
     error_payload,
@@ -73,8 +74,14 @@ async def chat_completions(request: Request) -> Response:
         model=wire.model,
         choices=[Choice(message=ResponseMessage(content=text), finish_reason=chat.outcome.finish_reason)],
         usage=_usage(chat),
+        chimera=_extension(chat),
     )
-    return JSONResponse(completion.model_dump(), headers=headers)
+    return JSONResponse(completion.model_dump(exclude_none=True), headers=headers)
+
+
+def _extension(chat: ChatStream) -> Extension | None:
+    citations = chat.outcome.citations
+    return Extension(citations=[c.as_dict() for c in citations]) if citations else None
 
 
 def _usage(chat: ChatStream) -> Usage:
@@ -92,16 +99,18 @@ async def _sse(
     """
     created = int(time.time())
 
-    def chunk(delta: DeltaMessage, finish: str | None = None) -> str:
-        c = ChatCompletionChunk(id=completion_id, created=created, model=wire.model,
-                                choices=[ChunkChoice(delta=delta, finish_reason=finish)])  # fmt: skip
+    def chunk(delta: DeltaMessage, finish: str | None = None, extension: Extension | None = None) -> str:
+        choice = ChunkChoice(delta=delta, finish_reason=finish)
+        c = ChatCompletionChunk(
+            id=completion_id, created=created, model=wire.model, choices=[choice], chimera=extension
+        )
         return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
 
     try:
         yield chunk(DeltaMessage(role="assistant", content=""))
         async for text in chat:
             yield chunk(DeltaMessage(content=text))
-        yield chunk(DeltaMessage(), chat.outcome.finish_reason)
+        yield chunk(DeltaMessage(), chat.outcome.finish_reason, _extension(chat))
         if wire.stream_options and wire.stream_options.include_usage:
             usage = ChatCompletionChunk(
                 id=completion_id, created=created, model=wire.model, choices=[], usage=_usage(chat)

@@ -79,6 +79,12 @@ class Choice(BaseModel):
     finish_reason: str | None
 
 
+class Extension(BaseModel):
+    """Chimera's additions to OpenAI's response (the `chimera` field): the sources an answer cites."""
+
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -86,6 +92,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
+    chimera: Extension | None = None
 
 
 class DeltaMessage(BaseModel):
@@ -106,6 +113,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    chimera: Extension | None = None  # on the finish chunk only
 
 
 class ModelCard(BaseModel):

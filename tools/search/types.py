@@ -1,0 +1,133 @@
+"""What retrieval passes around: chunks of documents, search filters, and scored results."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A run of text that shares one place in a document: a page, under one heading path.
+
+    Parsers yield sections in document order; the chunker cuts them into chunks.
+    """
+
+    text: str
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One indexed piece of a document, with everything a citation needs.
+
+    `id` is stable: the same text at the same place of the same source gets the same id on every ingest.
+    """
+
+    id: str
+    doc_id: str
+    text: str
+    source: str
+    ordinal: int
+    content_hash: str
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+    tenant: str = DEFAULT_TENANT
+    acl: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def index_text(self) -> str:
+        """What the retrievers index: the heading path gives a chunk its context (title, section)."""
+        if not self.heading_path:
+            return self.text
+        return " / ".join(self.heading_path) + "\n" + self.text
+
+    @staticmethod
+    def make_id(tenant: str, doc_id: str, ordinal: int, text: str) -> str:
+        """A stable chunk id from where the chunk is and what it says."""
+        key = f"{tenant}\0{doc_id}\0{ordinal}\0{text}".encode()
+        return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Which chunks a query may see. Retrievers apply these before top-k, never after.
+
+    Attributes:
+        tenant: only chunks of this tenant (None: the default tenant).
+        acl: the caller's groups; a chunk with ACL tags is visible only if it shares one with them.
+            A chunk without tags is visible to everyone in its tenant.
+        sources: only chunks whose source starts with one of these prefixes.
+        metadata: only chunks whose metadata has each of these key/value pairs.
+    """
+
+    tenant: str | None = None
+    acl: frozenset[str] | None = None
+    sources: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def admits(self, chunk: Chunk) -> bool:
+        """Whether `chunk` passes these filters."""
+        if chunk.tenant != (self.tenant or DEFAULT_TENANT):
+            return False
+        if chunk.acl and self.acl is not None and not self.acl.intersection(chunk.acl):
+            return False
+        if chunk.acl and self.acl is None:
+            return False
+        if self.sources and not chunk.source.startswith(self.sources):
+            return False
+        return all(chunk.metadata.get(k) == v for k, v in self.metadata.items())
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedChunk:
+    """A chunk a retriever found, with its score (higher is better) and who found it."""
+
+    chunk: Chunk
+    score: float
+    retriever: str
+
+    @property
+    def id(self) -> str:
+        return self.chunk.id
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text
+
+    @property
+    def source(self) -> str:
+        return self.chunk.source
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A passage an answer may cite as `[n]`; `chunk_id` is stable across re-ingests of an unchanged file."""
+
+    n: int
+    chunk_id: str
+    source: str
+    page: int | None
+    heading_path: tuple[str, ...]
+    text: str
+
+    @staticmethod
+    def of(n: int, found: RetrievedChunk) -> Citation:
+        c = found.chunk
+        return Citation(n, c.id, c.source, c.page, c.heading_path, c.text)
+
+    @property
+    def label(self) -> str:
+        """`[n] path, page p` — how the answer's source list names it."""
+        return f"[{self.n}] {self.source}" + (f", page {self.page}" if self.page else "")
+
+    def as_dict(self) -> dict[str, object]:
+        """The wire form (the API's `chimera.citations` items)."""
+        return {"n": self.n, "id": self.chunk_id, "source": self.source, "page": self.page,
+                "heading_path": list(self.heading_path), "text": self.text}  # fmt: skip
