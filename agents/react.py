@@ -1,4 +1,5 @@
-"""The ReAct agent as a LangGraph `StateGraph`: decide (guided JSON) → act (tool) → … → answer (streamed).
+"""The ReAct agent as a LangGraph `StateGraph`: ground (search the documents) → decide (guided JSON) → act (tool)
+→ … → answer (streamed).
 
 `decide` asks the expert for a tool call under JSON-schema guided decoding, so even a 135M model emits a
 parseable call. `act` runs it; a tool's error goes back to the model as an observation. `answer` writes the
@@ -26,9 +27,29 @@ from chimera.agents.prompts import (
 from chimera.agents.state import AgentContext, ReactState, ToolCall
 from chimera.models.expert import SamplingOverrides
 from chimera.tools.base import SourcedResult, ToolError
+from chimera.tools.hybrid_search import HybridSearch
 from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.agents")
+
+
+async def ground(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
+    """Search the documents for the question before anything else, as a RAG assistant should.
+
+    Left to itself, a small model answers document questions from its weights (and invents a budget); a search
+    it did not ask for costs ~15 ms. Only passages close to the question are kept, so a calculation or a chat
+    question goes on without any.
+    """
+    search = runtime.context.tools.get(HybridSearch.name)
+    question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
+    if not isinstance(search, HybridSearch) or not question.strip():
+        return {}
+    with _tracer.start_as_current_span("agent.ground", context=runtime.context.trace_parent) as span:
+        found = await search.ground(question)
+        span.set_attribute("chimera.agent.grounding_passages", len(found.passages) if found else 0)
+    if found is None:
+        return {}
+    return {"tool_calls": [_with_result(ToolCall(search.name, {"query": question[:300]}), found, first=1)]}
 
 
 async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
@@ -148,10 +169,12 @@ def route_after_decide(state: ReactState, runtime: Runtime[AgentContext]) -> Lit
 def build_react_graph() -> CompiledStateGraph:
     """Wire the ReAct graph; dependencies arrive per run as an `AgentContext`."""
     graph = StateGraph(ReactState, context_schema=AgentContext)
+    graph.add_node("ground", ground)
     graph.add_node("decide", decide)
     graph.add_node("act", act)
     graph.add_node("answer", answer)
-    graph.add_edge(START, "decide")
+    graph.add_edge(START, "ground")
+    graph.add_edge("ground", "decide")
     graph.add_conditional_edges("decide", route_after_decide, ["act", "answer"])
     graph.add_edge("act", "decide")
     graph.add_edge("answer", END)

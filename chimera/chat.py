@@ -175,7 +175,7 @@ class ChatService:
             sampling = SamplingOverrides(**{**sampling.__dict__, "max_tokens": self.agent.answer_max_tokens})
         context = AgentContext(
             expert=expert,
-            tools=self.tools,
+            tools={name: tool for name, tool in self.tools.items() if tool.available()},
             max_steps=self.agent.max_steps,
             decision_max_tokens=self.agent.decision_max_tokens,
             answer_sampling=sampling,

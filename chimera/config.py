@@ -149,6 +149,14 @@ class SearchConfig(_Frozen):
     )
     neo4j_uri: str | None = Field(None, description="Bolt URI of Neo4j. Env: NEO4J_URI.")
     shards: int = Field(1, ge=1, le=64, description="Index shards (Ray actors) when searching on a cluster.")
+    agent_passages: int = Field(4, ge=1, le=20, description="Passages one `hybrid_search` call gives the agent.")
+    ground_min_similarity: float = Field(
+        0.35,
+        ge=-1,
+        le=1,
+        description="The agent searches the documents for every question first and keeps passages at least this "
+        "cosine-similar to it (1 turns grounding off).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "SearchConfig":

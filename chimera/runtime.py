@@ -20,6 +20,8 @@ from chimera.models.expert import Expert
 from chimera.models.router.factory import build_router
 from chimera.models.specs import EngineSpec
 from chimera.tools.calculator import Calculator
+from chimera.tools.hybrid_search import HybridSearch
+from chimera.tools.search.factory import LiveIndex
 
 if TYPE_CHECKING:
     from chimera.cluster.serve_client import ServeEngineClient
@@ -107,7 +109,14 @@ class Runtime:
                 redis_url, ttl_s=cfg.redis.session_ttl_s, max_messages=cfg.redis.max_session_messages
             ),
             rails=DisabledRails(),
-            tools={Calculator.name: Calculator()},
+            tools={
+                Calculator.name: Calculator(),
+                HybridSearch.name: HybridSearch(
+                    LiveIndex(cfg.search, cfg.index_dir).get,
+                    k=cfg.search.agent_passages,
+                    min_similarity=cfg.search.ground_min_similarity,
+                ),
+            },
             agent=cfg.agent,
             load=self.load.snapshot,
         )

@@ -30,6 +30,10 @@ class Tool(ABC):
     description: ClassVar[str]
     Args: ClassVar[type[BaseModel]]
 
+    def available(self) -> bool:
+        """Whether the agent may be offered this tool now (a search tool without documents is not)."""
+        return True
+
     @classmethod
     def args_schema(cls) -> dict[str, Any]:
         """JSON schema of the arguments, as guided decoding and OpenAI tool specs need it."""

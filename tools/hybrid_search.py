@@ -2,12 +2,13 @@
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
 from chimera.tools.base import SourcedResult, Tool
 from chimera.tools.search.index import HybridIndex
-from chimera.tools.search.types import SearchFilters
+from chimera.tools.search.types import RetrievedChunk, SearchFilters
 
 
 class HybridSearchArgs(BaseModel):
@@ -18,20 +19,33 @@ class HybridSearch(Tool):
     """Search the ingested documents; passages come back numbered, for the answer to cite.
 
     Args:
-        index: the hybrid index to search.
+        index: the hybrid index to search, or a callable returning the current one (None: nothing ingested).
         filters: what the caller may see (tenant, groups); applied inside every retriever.
         k: passages per search.
+        min_similarity: cosine similarity (dense) a passage needs to ground an answer unasked (see `ground`).
     """
 
     name = "hybrid_search"
     description = "Search the company's documents. Arguments: {'query': 'a few words'}."
     Args = HybridSearchArgs
 
-    def __init__(self, index: HybridIndex, *, filters: SearchFilters | None = None, k: int = 4) -> None:
-        self.index = index
+    def __init__(
+        self,
+        index: HybridIndex | Callable[[], HybridIndex | None],
+        *,
+        filters: SearchFilters | None = None,
+        k: int = 4,
+        min_similarity: float = 0.35,
+    ) -> None:
+        self._index = index if callable(index) else (lambda: index)
         self.filters = filters or SearchFilters()
         self.k = k
+        self.min_similarity = min_similarity
         self._lock = threading.Lock()  # the index is not safe for a search during an ingest
+
+    def available(self) -> bool:
+        index = self._index()
+        return index is not None and len(index) > 0
 
     async def run(self, args: HybridSearchArgs) -> str | SourcedResult:
         passages = await asyncio.to_thread(self._search, args.query)
@@ -39,6 +53,22 @@ class HybridSearch(Tool):
             return f"no passage of the documents matches {args.query!r}"
         return SourcedResult(tuple(passages))
 
-    def _search(self, query: str) -> list:
+    async def ground(self, question: str) -> SourcedResult | None:
+        """Passages for a question nobody asked to search: only those semantically close to it, or None."""
+        return await asyncio.to_thread(self._ground, question)
+
+    def _ground(self, question: str) -> SourcedResult | None:
         with self._lock:
-            return self.index.search(query, self.k, self.filters)
+            index = self._index()
+            if index is None or not len(index):
+                return None
+            found = index.search(question, self.k, self.filters)
+            close = [
+                p for p, sim in zip(found, index.similarity(question, found), strict=True) if sim >= self.min_similarity
+            ]
+        return SourcedResult(tuple(close)) if close else None
+
+    def _search(self, query: str) -> list[RetrievedChunk]:
+        with self._lock:
+            index = self._index()
+            return index.search(query, self.k, self.filters) if index is not None else []

@@ -99,9 +99,12 @@ class Ingestor:
             gone = [s for s in known if s.startswith(f"{folder}{os.sep}") and s not in present]
             for source in gone:
                 report.outcomes.append(FileOutcome(source, "removed", self.index.remove_sources([source], tenant)))
+        # A file re-ingested with other ACL tags is re-indexed, not skipped as unchanged: its chunks carry the tags.
+        known_acl = {c.source: c.acl for c in self.index.table if c.tenant == tenant}
         bar = tqdm(files, unit="file", disable=not self.progress, dynamic_ncols=True)
         for path in bar:
-            outcome = self._ingest_file(path, tenant, tuple(acl), known.get(str(path)))
+            source = str(path)
+            outcome = self._ingest_file(path, tenant, tuple(acl), known.get(source), known_acl.get(source))
             report.outcomes.append(outcome)
             if outcome.status in ("added", "replaced"):
                 report.chunks_indexed += outcome.chunks
@@ -167,14 +170,16 @@ class Ingestor:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
             self.index.add(batch)
 
-    def _ingest_file(self, path: Path, tenant: str, acl: tuple[str, ...], known_hash: str | None) -> FileOutcome:
+    def _ingest_file(
+        self, path: Path, tenant: str, acl: tuple[str, ...], known_hash: str | None, known_acl: tuple[str, ...] | None
+    ) -> FileOutcome:
         source = str(path)
         try:
             size = path.stat().st_size
             if size > self.max_file_bytes:
                 raise ParseError(f"file too large ({size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.1f} MB limit)")
             content_hash = _file_hash(path)
-            if content_hash == known_hash:
+            if content_hash == known_hash and acl == known_acl:
                 return FileOutcome(source, "unchanged")
             sections = list(parse(path, max_bytes=self.max_file_bytes))
         except ParseError as e:

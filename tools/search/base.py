@@ -24,10 +24,15 @@ def clip_query(query: str) -> str:
 
 def top_rows(scores: np.ndarray, k: int, allowed: np.ndarray) -> np.ndarray:
     """Rows of the `k` best positive scores among allowed rows, best first (ties: lower row first)."""
-    candidates = np.flatnonzero(allowed & (scores > 0))
+    candidates = np.flatnonzero(allowed & (scores > 0))  # ascending rows
+    if k <= 0:
+        return candidates[:0]
     if len(candidates) > k:
-        part = np.argpartition(-scores[candidates], k - 1)[:k]
-        candidates = candidates[part]
+        # argpartition picks arbitrary rows among those tied with the k-th score; take the lowest of them instead.
+        kth = np.partition(scores[candidates], len(candidates) - k)[len(candidates) - k]
+        better = candidates[scores[candidates] > kth]
+        tied = candidates[scores[candidates] == kth][: k - len(better)]
+        candidates = np.concatenate([better, tied])
     order = np.lexsort((candidates, -scores[candidates]))
     return candidates[order]
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from chimera.tools.search.analysis import STOP_WORDS
 
-# A capitalised word, an initial ("J."), or a number inside a name ("Apollo 11").
-_NAME_WORD = r"(?:[A-Z][\w'’\-]*\.?|[0-9][\w\-]*)"
+# A capitalised word, an initial or short abbreviation ("J.", "Dr."), or a number inside a name ("Apollo 11"). Only
+# those short words keep a full stop: "Tell. The" is a sentence end, not one name.
+_CAP_WORD = r"(?:[A-Z][a-z]?\.|[A-Z][\w'’\-]*)"
+_NAME_WORD = rf"(?:{_CAP_WORD}|[0-9][\w\-]*)"
 _CONNECTOR = r"(?:of|the|and|de|del|della|di|da|du|la|le|van|von|der|den|for|on|in|&)"
-_CAP_SPAN = re.compile(rf"(?<![\w\-])(?:[A-Z][\w'’\-]*\.?)(?:\s+(?:{_CONNECTOR}\s+)?{_NAME_WORD})*")
+_CAP_SPAN = re.compile(rf"(?<![\w\-]){_CAP_WORD}(?:\s+(?:{_CONNECTOR}\s+)?{_NAME_WORD})*")
 # Acronyms and codes: two or more capitals, or capitals mixed with digits ("BRCA1", "IL-6", "CD4+", "p53").
 _CODE = re.compile(r"(?<![\w\-])(?:[A-Z]{2,}[\w\-+]*|[A-Za-z]+\d[\w\-+]*|[A-Z][a-z]?-?\d+[\w\-]*)(?![\w])")
 _PAREN_SUFFIX = re.compile(r"\s*\([^)]*\)\s*$")
@@ -74,6 +76,8 @@ def extract(text: str, *, title: str | None = None) -> list[Entity]:
             continue
         if " " not in span and span == match.group(0) and _starts_sentence(text, match.start()):
             continue  # "Patients were…": a capital that only marks a sentence start names nothing
+        if _CODE.fullmatch(span):
+            continue  # "BRCA1", "NASA": the code pass below counts it, once
         note(span, "name")
     for match in _CODE.finditer(text):
         note(match.group(0), "code")

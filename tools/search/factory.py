@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,3 +90,28 @@ def build_ingestor(config: SearchConfig, index: HybridIndex, index_dir: Path | N
         overlap_tokens=config.chunk_overlap_tokens,
     )
     return Ingestor(index, chunker, index_dir=index_dir, max_file_bytes=config.max_file_bytes)
+
+
+class LiveIndex:
+    """The index as `chimera ingest` last saved it: reloaded (read-only) when a newer version goes live.
+
+    The server holds this instead of a fixed index, so documents ingested while it runs are searchable at the
+    next query without a restart.
+    """
+
+    def __init__(self, config: SearchConfig, index_dir: Path) -> None:
+        self.config = config
+        self.index_dir = index_dir
+        self._version: str | None = None
+        self._index: HybridIndex | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> HybridIndex | None:
+        """The current index, or None while nothing has been ingested."""
+        pointer = self.index_dir / "CURRENT"
+        version = pointer.read_text().strip() if pointer.exists() else None
+        with self._lock:
+            if version != self._version:
+                self._index = load_index(self.config, self.index_dir, None) if version else None
+                self._version = version
+            return self._index

@@ -130,6 +130,15 @@ class HybridIndex:
             fused = self.reranker.rerank(query, fused)
         return fused[:k]
 
+    def similarity(self, query: str, found: Sequence[RetrievedChunk]) -> list[float]:
+        """Cosine similarity of the query to each found chunk (the dense retriever's calibrated-ish score)."""
+        rows = [self.table.row(r.id) for r in found]
+        if not found:
+            return []
+        vector = self.dense.embed_query(clip_query(query))
+        matrix = self.dense.matrix()
+        return [float(matrix[r] @ vector) if r is not None else 0.0 for r in rows]
+
     # -- persistence -----------------------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:

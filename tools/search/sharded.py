@@ -72,17 +72,24 @@ class ShardedIndex:
     Args:
         shards: number of shard actors to start (Ray must be initialised).
         model_dir: the embedding model's local folder (None: the packaged MiniLM).
+        max_tokens: word pieces embedded per chunk (as `search.embedding_max_tokens`).
     """
 
     def __init__(
-        self, shards: int, *, model_dir: Path | None = None, fusion: Fusion | None = None, depth: int = 50
+        self,
+        shards: int,
+        *,
+        model_dir: Path | None = None,
+        max_tokens: int = 256,
+        fusion: Fusion | None = None,
+        depth: int = 50,
     ) -> None:
         import ray
 
         actor = ray.remote(num_cpus=0)(IndexShard)
         self._ray = ray
-        self.shards: list[Any] = [actor.remote(model_dir) for _ in range(shards)]
-        self.embedder = SentenceEmbedder(model_dir)
+        self.shards: list[Any] = [actor.remote(model_dir, max_tokens) for _ in range(shards)]
+        self.embedder = SentenceEmbedder(model_dir, max_tokens=max_tokens)
         self.fusion = fusion or ReciprocalRankFusion()
         self.depth = depth
         self.table = ChunkTable()  # the graph's rows; chunk texts for citations stay in the shards
