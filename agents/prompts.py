@@ -68,14 +68,21 @@ def answer_context(calls: list[ToolCall]) -> ChatMessage | None:
     done = [c for c in calls if c.error is None]  # failed calls informed `decide`; here they only mislead
     if not done:
         return None
-    if any(c.citations for c in done):
-        passages = "\n".join(c.result or "" for c in done if c.citations)
-        return ChatMessage(role="user", content=f"Passages:\n{passages}\nAnswer my question from these passages "
-                           "and cite them as [1], [2].")  # fmt: skip
-    facts = "; ".join(f"{_call_text(c)} = {c.result}" for c in done)
-    label = "Tool result" if len(done) == 1 else "Tool results"
-    # Phrasing chosen by probing SmolLM2-135M: a list headed "Exact tool results:" was echoed back verbatim.
-    return ChatMessage(role="user", content=f"{label}: {facts}. Now answer my question.")
+    parts = []
+    passages = [c for c in done if c.citations]
+    if passages:
+        parts.append("Passages:\n" + "\n".join(c.result or "" for c in passages))
+    results = [c for c in done if not c.citations]
+    if results:
+        facts = "; ".join(f"{_call_text(c)} = {c.result}" for c in results)
+        # Phrasing chosen by probing SmolLM2-135M: a list headed "Exact tool results:" was echoed back verbatim.
+        parts.append(f"{'Tool result' if len(results) == 1 else 'Tool results'}: {facts}.")
+    ask = (
+        "Answer my question briefly from these passages, with the passage number like [1]."
+        if passages
+        else ("Now answer my question.")
+    )
+    return ChatMessage(role="user", content=("\n" if passages else " ").join([*parts, ask]))
 
 
 def _call_text(call: ToolCall) -> str:

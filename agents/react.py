@@ -49,7 +49,7 @@ async def ground(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
         span.set_attribute("chimera.agent.grounding_passages", len(found.passages) if found else 0)
     if found is None:
         return {}
-    return {"tool_calls": [_with_result(ToolCall(search.name, {"query": question[:300]}), found, first=1)]}
+    return {"tool_calls": [_with_result(ToolCall(search.name, {"query": question[:300]}), found, earlier=[])]}
 
 
 async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
@@ -111,18 +111,23 @@ async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
             except ToolError as e:
                 call = ToolCall(call.tool, call.arguments, error=str(e))
             else:
-                call = _with_result(call, result, first=1 + len(cited(state.get("tool_calls", []))))
+                call = _with_result(call, result, earlier=cited(state.get("tool_calls", [])))
         span.set_attribute("chimera.tool.observation", call.observation)
         if call.error is not None:
             span.set_status(trace.StatusCode.ERROR, call.error)
     return {"tool_calls": [call], "pending": None}
 
 
-def _with_result(call: ToolCall, result: str | SourcedResult, *, first: int) -> ToolCall:
-    """The call with its observation; passages are numbered from `first` so citations are unique per run."""
+def _with_result(call: ToolCall, result: str | SourcedResult, *, earlier: list[Citation]) -> ToolCall:
+    """The call with its observation. Passages are numbered after the run's `earlier` citations; one the run
+    already cites keeps its number and is not repeated."""
     if isinstance(result, str):
         return ToolCall(call.tool, call.arguments, result=result)
-    citations = tuple(Citation.of(first + i, p) for i, p in enumerate(result.passages))
+    known = {c.chunk_id for c in earlier}
+    fresh = [p for p in result.passages if p.id not in known]
+    citations = tuple(Citation.of(len(earlier) + 1 + i, p) for i, p in enumerate(fresh))
+    if not citations:
+        return ToolCall(call.tool, call.arguments, result="no passages beyond those already found")
     return ToolCall(call.tool, call.arguments, result=passages_text(citations), citations=citations)
 
 

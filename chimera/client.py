@@ -30,6 +30,7 @@ class ChatReply:
     session_id: str
     finish_reason: str
     usage: dict[str, int]
+    citations: tuple[dict[str, Any], ...] = ()  # the passages the answer cites: n, id, source, page, text
 
 
 class Client:
@@ -54,6 +55,7 @@ class Client:
             session_id=response.headers.get("x-session-id", ""),
             finish_reason=choice["finish_reason"],
             usage=body["usage"],
+            citations=tuple(body.get("chimera", {}).get("citations", [])),
         )
 
     def stream(self, message: str | list[dict[str, str]], *, model: str = "chimera",

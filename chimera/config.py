@@ -149,7 +149,7 @@ class SearchConfig(_Frozen):
     )
     neo4j_uri: str | None = Field(None, description="Bolt URI of Neo4j. Env: NEO4J_URI.")
     shards: int = Field(1, ge=1, le=64, description="Index shards (Ray actors) when searching on a cluster.")
-    agent_passages: int = Field(4, ge=1, le=20, description="Passages one `hybrid_search` call gives the agent.")
+    agent_passages: int = Field(3, ge=1, le=20, description="Passages one `hybrid_search` call gives the agent.")
     ground_min_similarity: float = Field(
         0.35,
         ge=-1,

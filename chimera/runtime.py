@@ -102,6 +102,8 @@ class Runtime:
             )
             for expert, spec in cfg.experts.items()
         }
+        documents = LiveIndex(cfg.search, cfg.index_dir)
+        documents.get()  # load the index and its embedder now, not in the first question's time
         self.service = ChatService(
             experts=experts,
             router=router,
@@ -112,7 +114,7 @@ class Runtime:
             tools={
                 Calculator.name: Calculator(),
                 HybridSearch.name: HybridSearch(
-                    LiveIndex(cfg.search, cfg.index_dir).get,
+                    documents.get,
                     k=cfg.search.agent_passages,
                     min_similarity=cfg.search.ground_min_similarity,
                 ),

@@ -1,7 +1,9 @@
-"""`make demo`: start the embedded stack, ask one question per expert and one calculator question, shut down.
+"""`make demo`: ingest the project's docs, start the embedded stack, ask one question per expert, one calculator
+question and one question about the docs, shut down.
 
-Each answer is printed with the expert that gave it and its trace id; the calculator question's trace is printed
-as a tree, so you can see it cross from the API process into the expert's Ray actor and through the tool.
+Each answer is printed with the expert that gave it and its trace id; the documents question with its
+citations; the calculator question's trace is printed as a tree, so you can see it cross from the API process
+into the expert's Ray actor and through the tool.
 """
 
 import argparse
@@ -13,6 +15,7 @@ from chimera.client import Client
 from chimera.cluster.tracing import trace_file
 from chimera.config import load_config
 from chimera.launcher import ServerProcess, free_port
+from chimera.tools.search.factory import build_ingestor, open_index
 from chimera.traceview import read_spans, render, traces
 
 QUESTIONS = [  # (model, question): `auto` lets the router pick the expert; `chimera` runs the agent with tools
@@ -21,7 +24,9 @@ QUESTIONS = [  # (model, question): `auto` lets the router pick the expert; `chi
     ("auto", "Summarize in one sentence: Chimera routes each request to the expert model best suited to it."),
     ("auto", "What is the capital of France?"),
     ("chimera", "Calculate 17 * 23."),
+    ("chimera", "According to the docs, which database keeps the knowledge graph by default?"),
 ]
+DOCS = [Path("README.md"), Path("docs")]  # what the demo ingests (as `chimera ingest README.md docs` would)
 
 
 def main() -> int:
@@ -31,12 +36,15 @@ def main() -> int:
     config = load_config(args.config)
     log = Path(config.data_dir) / "demo-server.log"
 
+    with open_index(config.search, config.index_dir) as index:
+        report = build_ingestor(config.search, index, config.index_dir).ingest(DOCS)
+    print(f"Ingested {', '.join(map(str, DOCS))}: {report.summary()}", flush=True)
     print(f"Starting Chimera ({args.config}); server log: {log}", flush=True)
     started = time.monotonic()
     with ServerProcess(Path(args.config), free_port(), log) as server:
         print(f"Ready in {time.monotonic() - started:.0f}s at {server.url}\n", flush=True)
         client = Client(server.url)
-        last_trace = ""
+        calculator_trace = ""
         for model, question in QUESTIONS:
             began = time.monotonic()
             reply = client.chat(question, model=model, max_tokens=160)
@@ -44,13 +52,17 @@ def main() -> int:
             print(f"A {reply.text.strip()}")
             tokens, seconds = reply.usage["completion_tokens"], time.monotonic() - began
             print(f"  expert={reply.expert} confidence={reply.route_confidence:.2f} trace={reply.trace_id}", end=" ")
-            print(f"tokens={tokens} {seconds:.1f}s\n", flush=True)
-            last_trace = reply.trace_id
+            print(f"tokens={tokens} {seconds:.1f}s", flush=True)
+            for c in reply.citations:
+                print(f"  [{c['n']}] {c['source']} > {' > '.join(c['heading_path'])}")
+            print(flush=True)
+            if question.startswith("Calculate"):
+                calculator_trace = reply.trace_id
         time.sleep(0.5)  # the expert actor writes its spans as they end
-        spans = traces(read_spans(trace_file(Path(config.data_dir)))).get(last_trace, [])
+        spans = traces(read_spans(trace_file(Path(config.data_dir)))).get(calculator_trace, [])
         if spans:
             print("Trace of the calculator question:")
-            print("\n".join(render(last_trace, spans)))
+            print("\n".join(render(calculator_trace, spans)))
         print("\nShutting down.", flush=True)
     return 0
 

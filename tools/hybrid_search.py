@@ -34,7 +34,7 @@ class HybridSearch(Tool):
         index: HybridIndex | Callable[[], HybridIndex | None],
         *,
         filters: SearchFilters | None = None,
-        k: int = 4,
+        k: int = 3,
         min_similarity: float = 0.35,
     ) -> None:
         self._index = index if callable(index) else (lambda: index)

@@ -124,8 +124,10 @@ class Citation:
 
     @property
     def label(self) -> str:
-        """`[n] path, page p` — how the answer's source list names it."""
-        return f"[{self.n}] {self.source}" + (f", page {self.page}" if self.page else "")
+        """`[n] path, page p, "heading"` — how the answer's source list names it."""
+        page = f", page {self.page}" if self.page else ""
+        heading = f', "{self.heading_path[-1]}"' if self.heading_path else ""
+        return f"[{self.n}] {self.source}{page}{heading}"
 
     def as_dict(self) -> dict[str, object]:
         """The wire form (the API's `chimera.citations` items)."""
