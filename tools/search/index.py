@@ -135,9 +135,8 @@ class HybridIndex:
         rows = [self.table.row(r.id) for r in found]
         if not found:
             return []
-        vector = self.dense.embed_query(clip_query(query))
-        matrix = self.dense.matrix()
-        return [float(matrix[r] @ vector) if r is not None else 0.0 for r in rows]
+        scores = self.dense.scores(self.dense.embed_query(clip_query(query)))
+        return [float(scores[r]) if r is not None else 0.0 for r in rows]
 
     # -- persistence -----------------------------------------------------------------------------------------
 
