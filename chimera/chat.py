@@ -1,6 +1,7 @@
 """The chat service: one request from validated messages to a stream of answer text.
 
-model → path: `chimera` runs the ReAct agent on the routed expert; `auto` routes to one expert without tools;
+model → path: `chimera` (= `chimera-react`) runs the ReAct agent on the routed expert; `chimera-team` runs the
+supervisor team over all experts; `auto` routes to one expert without tools;
 `chimera-<expert>` names the expert. Around it: session history from Redis, input/output rails, spans.
 """
 
@@ -13,6 +14,7 @@ from opentelemetry.context import Context
 
 from chimera.agents.react import build_react_graph, cited
 from chimera.agents.state import AgentContext
+from chimera.agents.team import TeamContext, build_team_graph, team_citations
 from chimera.config import AgentConfig
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
@@ -27,6 +29,9 @@ from chimera.tools.search.types import Citation
 _tracer = trace.get_tracer("chimera.chat")
 
 AGENT_MODEL = "chimera"
+REACT_MODEL = "chimera-react"
+TEAM_MODEL = "chimera-team"
+AGENT_MODELS = (AGENT_MODEL, REACT_MODEL, TEAM_MODEL)
 AUTO_MODEL = "auto"
 EXPERT_PREFIX = "chimera-"
 REFUSAL = "I can't help with that request."
@@ -38,7 +43,7 @@ class UnknownModelError(ChimeraError):
 
 def served_models() -> list[str]:
     """Every `model` value the chat endpoint accepts."""
-    return [AGENT_MODEL, AUTO_MODEL, *(EXPERT_PREFIX + e for e in EXPERT_NAMES)]
+    return [*AGENT_MODELS, AUTO_MODEL, *(EXPERT_PREFIX + e for e in EXPERT_NAMES)]
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class ChatService:
         self.agent = agent
         self.load = load or dict
         self._graph = build_react_graph()
+        self._team = build_team_graph()
 
     def resolve(self, model: str) -> ExpertName | None:
         """The expert a model name fixes, None when the router decides.
@@ -105,7 +111,7 @@ class ChatService:
         Raises:
             UnknownModelError: for any name outside `served_models()`.
         """
-        if model in (AGENT_MODEL, AUTO_MODEL):
+        if model in (*AGENT_MODELS, AUTO_MODEL):
             return None
         name = model.removeprefix(EXPERT_PREFIX)
         if model.startswith(EXPERT_PREFIX) and name in EXPERT_NAMES:
@@ -140,8 +146,8 @@ class ChatService:
         else:
             conversation = verdict.messages or conversation
             expert = self.experts[decision.expert]
-            if request.model == AGENT_MODEL:
-                deltas = self._run_agent(expert, conversation, request.sampling, outcome, parent)
+            if request.model in AGENT_MODELS:
+                deltas = self._run_agent(request.model, expert, conversation, request.sampling, outcome, parent)
             else:
                 deltas = self._run_expert(expert, conversation, request.sampling, outcome, parent)
         deltas = self._finish(deltas, request.messages, session_id, outcome, parent)
@@ -164,26 +170,48 @@ class ChatService:
 
     async def _run_agent(
         self,
+        model: str,
         expert: Expert,
         conversation: list[ChatMessage],
         sampling: SamplingOverrides,
         outcome: ChatOutcome,
         parent: Context | None,
     ) -> AsyncIterator[str]:
-        span = _tracer.start_span("agent.graph", context=parent, attributes={"chimera.agent.graph": "react"})
+        """Run the ReAct graph (`chimera`, `chimera-react`) or the team (`chimera-team`), streaming its answer."""
+        graph_name = "team" if model == TEAM_MODEL else "react"
+        span = _tracer.start_span("agent.graph", context=parent, attributes={"chimera.agent.graph": graph_name})
         if sampling.max_tokens is None:
             sampling = SamplingOverrides(**{**sampling.__dict__, "max_tokens": self.agent.answer_max_tokens})
-        context = AgentContext(
-            expert=expert,
-            tools={name: tool for name, tool in self.tools.items() if tool.available()},
-            max_steps=self.agent.max_steps,
-            decision_max_tokens=self.agent.decision_max_tokens,
-            answer_sampling=sampling,
-            trace_parent=trace.set_span_in_context(span),
-        )
+        tools = {name: tool for name, tool in self.tools.items() if tool.available()}
+        context: AgentContext | TeamContext
+        if graph_name == "team":
+            graph, context = (
+                self._team,
+                TeamContext(
+                    experts=self.experts,
+                    tools=tools,
+                    max_tasks=self.agent.team_max_tasks,
+                    specialist_steps=self.agent.max_steps,
+                    decision_max_tokens=self.agent.decision_max_tokens,
+                    answer_sampling=sampling,
+                    trace_parent=trace.set_span_in_context(span),
+                ),
+            )
+        else:
+            graph, context = (
+                self._graph,
+                AgentContext(
+                    expert=expert,
+                    tools=tools,
+                    max_steps=self.agent.max_steps,
+                    decision_max_tokens=self.agent.decision_max_tokens,
+                    answer_sampling=sampling,
+                    trace_parent=trace.set_span_in_context(span),
+                ),
+            )
         final: dict = {}
         try:
-            async for mode, chunk in self._graph.astream(
+            async for mode, chunk in graph.astream(
                 {"messages": conversation}, context=context, stream_mode=["custom", "values"]
             ):
                 if mode == "custom":
@@ -193,13 +221,17 @@ class ChatService:
             outcome.finish_reason = final.get("finish_reason", "stop")
             outcome.prompt_tokens = final.get("prompt_tokens", 0)
             outcome.completion_tokens = final.get("completion_tokens", 0)
-            outcome.citations = cited(final.get("tool_calls", []))
-            span.set_attributes(
-                {
-                    "chimera.agent.steps": final.get("steps", 0),
-                    "chimera.agent.tool_calls": len(final.get("tool_calls", [])),
-                }
-            )
+            if graph_name == "team":
+                outcome.citations = team_citations(final)
+                span.set_attribute("chimera.team.tasks", len(final.get("plan", [])))
+            else:
+                outcome.citations = cited(final.get("tool_calls", []))
+                span.set_attributes(
+                    {
+                        "chimera.agent.steps": final.get("steps", 0),
+                        "chimera.agent.tool_calls": len(final.get("tool_calls", [])),
+                    }
+                )
         finally:
             span.end()
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from chimera.api.chat_routes import router as chat_router
 from chimera.api.errors import APIError, install_error_handlers, json_error
 from chimera.api.protocol import ModelCard, ModelList
-from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, served_models
+from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, REACT_MODEL, TEAM_MODEL, ChatService, served_models
 from chimera.config import ServerConfig
 
 HealthProbe = Callable[[], Awaitable[dict[str, object]]]
@@ -23,6 +23,9 @@ async def list_models(request: Request) -> ModelList:
     service: ChatService = request.app.state.service
     descriptions = {
         AGENT_MODEL: "Chimera agent: router, then a ReAct loop with tools on the chosen expert.",
+        REACT_MODEL: "The ReAct agent (same as `chimera`).",
+        TEAM_MODEL: "Supervisor team: plans sub-tasks for math, code and research agents, runs them in parallel, "
+        "synthesizes the answer.",
         AUTO_MODEL: "Router picks one expert; no tools.",
         **{EXPERT_PREFIX + name: e.spec.description or f"The {name} expert." for name, e in service.experts.items()},
     }

@@ -15,7 +15,16 @@ def client(server: TestServer) -> openai.OpenAI:
 
 def test_models_lists_agent_router_and_experts(client: openai.OpenAI) -> None:
     ids = {m.id for m in client.models.list()}
-    assert ids == {"chimera", "auto", "chimera-code", "chimera-math", "chimera-text", "chimera-chat"}
+    assert ids == {
+        "chimera",
+        "chimera-react",
+        "chimera-team",
+        "auto",
+        "chimera-code",
+        "chimera-math",
+        "chimera-text",
+        "chimera-chat",
+    }
 
 
 def test_non_stream_answers_paris_with_usage_and_headers(client: openai.OpenAI) -> None:

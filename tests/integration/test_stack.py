@@ -130,3 +130,19 @@ def test_client_disconnect_aborts_generation(http: httpx.Client, server: TestSer
     assert engine["attributes"]["gen_ai.usage.output_tokens"] < 500
     health = http.get("/healthz").json()
     assert health["engines"]["smollm2"]["running"] == 0
+
+
+def test_team_plans_runs_specialists_and_synthesizes(http: httpx.Client, server: TestServer) -> None:
+    response = _chat(http, "chimera-team", "Calculate 12 * 12, and write a Python function that adds two numbers.",
+                     max_tokens=64)  # fmt: skip
+    answer = response.json()["choices"][0]["message"]["content"]
+    assert answer.strip()
+    spans = _trace(server, response.headers["x-chimera-trace-id"], until="team.synthesize", timeout_s=30)
+    names = [s["name"] for s in spans]
+    assert "team.plan" in names and "team.synthesize" in names
+    plan = json.loads(next(s for s in spans if s["name"] == "team.plan")["attributes"]["chimera.team.plan"])
+    assert 1 <= len(plan) <= 3
+    specialists = [n for n in names if n in ("team.math", "team.code", "team.research")]
+    assert len(specialists) == len(plan)  # every planned sub-task ran
+    graph = next(s for s in spans if s["name"] == "agent.graph")
+    assert graph["attributes"]["chimera.agent.graph"] == "team"

@@ -1,0 +1,231 @@
+"""The supervisor team (`chimera-team`) as a LangGraph `StateGraph`: plan → specialists in parallel → synthesize.
+
+The supervisor splits the question into at most `max_tasks` sub-tasks, each for one specialist: `math` (the
+math expert with the calculator), `code` (the code expert with `run_python`), `research` (the text expert with
+`hybrid_search` / `graph_query`). Independent sub-tasks run at once through LangGraph's `Send`; each specialist
+is the ReAct graph with its own expert and tools and its own step budget. The synthesizer writes the answer
+from their results and keeps their citations. A plan that cannot be parsed becomes one research task, so the
+team always answers.
+"""
+
+import json
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from chimera.agents.react import build_react_graph, cited
+from chimera.agents.state import AgentContext
+from chimera.messages import ChatMessage
+from chimera.models.expert import Expert, SamplingOverrides
+from chimera.models.specs import ExpertName
+from chimera.tools.base import Tool
+from chimera.tools.search.types import Citation
+
+_tracer = trace.get_tracer("chimera.agents")
+
+Specialist = Literal["math", "code", "research"]
+SPECIALISTS: dict[Specialist, tuple[ExpertName, tuple[str, ...]]] = {
+    "math": ("math", ("calculator",)),
+    "code": ("code", ("run_python",)),
+    "research": ("text", ("hybrid_search", "graph_query")),
+}
+
+
+@dataclass(frozen=True)
+class SubTask:
+    agent: Specialist
+    task: str
+
+
+@dataclass(frozen=True)
+class SubResult:
+    agent: Specialist
+    task: str
+    answer: str
+    citations: tuple[Citation, ...] = ()
+    steps: int = 0
+
+
+class TeamState(TypedDict, total=False):
+    messages: list[ChatMessage]  # the conversation to answer, set once
+    plan: list[SubTask]
+    results: Annotated[list[SubResult], operator.add]  # one per finished sub-task, in completion order
+    answer: str
+    finish_reason: str
+    prompt_tokens: Annotated[int, operator.add]
+    completion_tokens: Annotated[int, operator.add]
+
+
+class SpecialistInput(TypedDict):
+    task: SubTask
+
+
+@dataclass(frozen=True)
+class TeamContext:
+    """Per-run dependencies: the experts, every tool, and the team's bounds."""
+
+    experts: dict[ExpertName, Expert]
+    tools: dict[str, Tool]
+    max_tasks: int = 3
+    specialist_steps: int = 3
+    decision_max_tokens: int = 96
+    answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    trace_parent: Context | None = None
+
+
+def plan_schema(max_tasks: int) -> dict[str, Any]:
+    """JSON schema of the supervisor's plan: 1..max_tasks sub-tasks, each for one specialist."""
+    task = {
+        "type": "object",
+        "properties": {"agent": {"enum": list(SPECIALISTS)}, "task": {"type": "string", "maxLength": 300}},
+        "required": ["agent", "task"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"tasks": {"type": "array", "items": task, "minItems": 1, "maxItems": max_tasks}},
+        "required": ["tasks"],
+        "additionalProperties": False,
+    }
+
+
+PLAN_INSTRUCTIONS = (
+    "You are the supervisor of a team. Split the user's request into at most {n} independent sub-tasks and give "
+    "each to one agent: math (calculations), code (writing and running Python), research (the company's "
+    'documents). Reply with JSON only: {{"tasks": [{{"agent": "math", "task": "..."}}]}}'
+)
+
+
+def parse_plan(text: str, question: str, max_tasks: int) -> list[SubTask]:
+    """The sub-tasks of a plan; anything unparseable becomes one research task on the whole question."""
+    try:
+        data = json.loads(text)
+        tasks = [SubTask(t["agent"], str(t["task"]).strip()) for t in data["tasks"] if t["agent"] in SPECIALISTS]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        tasks = []
+    tasks = [t for t in tasks if t.task][:max_tasks]
+    return tasks or [SubTask("research", question)]
+
+
+async def plan(state: TeamState, runtime: Runtime[TeamContext]) -> TeamState:
+    """The supervisor (chat expert) splits the request into sub-tasks under guided JSON."""
+    ctx = runtime.context
+    question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
+    with _tracer.start_as_current_span("team.plan", context=ctx.trace_parent) as span:
+        instructions = ChatMessage(role="system", content=PLAN_INSTRUCTIONS.format(n=ctx.max_tasks))
+        text, prompt_tokens, completion_tokens = "", 0, 0
+        async for delta in ctx.experts["chat"].stream(
+            [instructions, *state["messages"]],
+            SamplingOverrides(max_tokens=ctx.decision_max_tokens * ctx.max_tasks, temperature=0.0),
+            json_schema=plan_schema(ctx.max_tasks),
+        ):
+            text += delta.text
+            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+        tasks = parse_plan(text, question, ctx.max_tasks)
+        span.set_attribute("chimera.team.plan", json.dumps([t.__dict__ for t in tasks]))
+    return {"plan": tasks, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+
+
+def dispatch(state: TeamState) -> list[Send]:
+    """One `specialist` run per sub-task, all at once."""
+    return [Send("specialist", SpecialistInput(task=t)) for t in state["plan"]]
+
+
+async def specialist(state: SpecialistInput, runtime: Runtime[TeamContext]) -> TeamState:
+    """Run one sub-task on the ReAct graph with the specialist's expert and tools."""
+    ctx = runtime.context
+    task = state["task"]
+    expert_name, tool_names = SPECIALISTS[task.agent]
+    with _tracer.start_as_current_span(f"team.{task.agent}", context=ctx.trace_parent) as span:
+        span.set_attribute("chimera.team.task", task.task)
+        context = AgentContext(
+            expert=ctx.experts[expert_name],
+            tools={n: ctx.tools[n] for n in tool_names if n in ctx.tools and ctx.tools[n].available()},
+            max_steps=ctx.specialist_steps,
+            decision_max_tokens=ctx.decision_max_tokens,
+            answer_sampling=ctx.answer_sampling,
+            trace_parent=trace.set_span_in_context(span),
+        )
+        final = await build_react_graph().ainvoke(
+            {"messages": [ChatMessage(role="user", content=task.task)]}, context=context
+        )
+    result = SubResult(
+        task.agent,
+        task.task,
+        _without_sources(final.get("answer", "")),
+        tuple(cited(final.get("tool_calls", []))),
+        final.get("steps", 0),
+    )
+    return {
+        "results": [result],
+        "prompt_tokens": final.get("prompt_tokens", 0),
+        "completion_tokens": final.get("completion_tokens", 0),
+    }
+
+
+async def synthesize(state: TeamState, runtime: Runtime[TeamContext]) -> TeamState:
+    """Write the final answer from the specialists' results (streamed), with their sources renumbered."""
+    ctx = runtime.context
+    write = get_stream_writer()
+    results = sorted(state.get("results", []), key=lambda r: state["plan"].index(SubTask(r.agent, r.task)))
+    citations = _renumbered([c for r in results for c in r.citations])
+    findings = "\n".join(f"- {r.agent} ({r.task}): {r.answer.strip()}" for r in results)
+    note = ChatMessage(role="user", content=f"Findings of your team:\n{findings}\nNow answer my request.")
+    text, finish, prompt_tokens, completion_tokens = "", "stop", 0, 0
+    with _tracer.start_as_current_span("team.synthesize", context=ctx.trace_parent):
+        async for delta in ctx.experts["chat"].stream([*state["messages"], note], ctx.answer_sampling):
+            if delta.text:
+                write(delta.text)
+            text += delta.text
+            finish = delta.finish_reason or finish
+            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+    if citations:
+        footer = "\n\nSources:\n" + "\n".join(c.label for c in citations)
+        write(footer)
+        text += footer
+    return {
+        "answer": text,
+        "finish_reason": finish,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
+
+
+def _without_sources(answer: str) -> str:
+    """A specialist's answer without its own source list (the synthesizer writes one for the team)."""
+    return answer.split("\n\nSources:\n", 1)[0]
+
+
+def _renumbered(citations: list[Citation]) -> list[Citation]:
+    """Citations of several specialists as one list: each chunk once, numbered from 1."""
+    seen: dict[str, Citation] = {}
+    for c in citations:
+        if c.chunk_id not in seen:
+            seen[c.chunk_id] = Citation(len(seen) + 1, c.chunk_id, c.source, c.page, c.heading_path, c.text)
+    return list(seen.values())
+
+
+def team_citations(state: TeamState) -> list[Citation]:
+    """The sources of a finished team run, as numbered in its answer."""
+    return _renumbered([c for r in state.get("results", []) for c in r.citations])
+
+
+def build_team_graph() -> "CompiledStateGraph[TeamState, TeamContext, TeamState, TeamState]":
+    """Wire the team graph; dependencies arrive per run as a `TeamContext`."""
+    graph = StateGraph(TeamState, context_schema=TeamContext)
+    graph.add_node("plan", plan)
+    graph.add_node("specialist", specialist)
+    graph.add_node("synthesize", synthesize)
+    graph.add_edge(START, "plan")
+    graph.add_conditional_edges("plan", dispatch, ["specialist"])
+    graph.add_edge("specialist", "synthesize")
+    graph.add_edge("synthesize", END)
+    return graph.compile()
