@@ -100,6 +100,12 @@ class AgentConfig(_Frozen):
     decision_max_tokens: int = Field(96, gt=0, description="Token cap of one tool-choice (guided JSON) call.")
     answer_max_tokens: int = Field(256, gt=0, description="Token cap of the final answer unless the request sets one.")
     team_max_tasks: int = Field(3, ge=1, le=8, description="Sub-tasks the `chimera-team` supervisor may plan.")
+    react_tools: tuple[str, ...] = Field(
+        ("calculator", "hybrid_search"),
+        description="Tools the single ReAct agent (`chimera`, `chimera-react`) is offered; the team's specialists "
+        "have their own (math: calculator; code: run_python; research: hybrid_search, graph_query). A small model "
+        "chooses worse among more tools.",
+    )
 
 
 class TracingConfig(_Frozen):

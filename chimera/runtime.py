@@ -20,8 +20,10 @@ from chimera.models.expert import Expert
 from chimera.models.router.factory import build_router
 from chimera.models.specs import EngineSpec
 from chimera.tools.calculator import Calculator
+from chimera.tools.graph_query import GraphQuery
 from chimera.tools.hybrid_search import HybridSearch
-from chimera.tools.search.factory import LiveIndex
+from chimera.tools.run_python import RunPython
+from chimera.tools.search.factory import LiveIndex, open_graph_store
 
 if TYPE_CHECKING:
     from chimera.cluster.serve_client import ServeEngineClient
@@ -118,6 +120,13 @@ class Runtime:
                     k=cfg.search.agent_passages,
                     min_similarity=cfg.search.ground_min_similarity,
                 ),
+                # Opened per call, so that `chimera ingest` can write the embedded store between queries.
+                GraphQuery.name: GraphQuery(
+                    lambda: open_graph_store(cfg.search, cfg.index_dir),
+                    keep_open=False,
+                    available=lambda: documents.get() is not None,
+                ),
+                RunPython.name: RunPython(),
             },
             agent=cfg.agent,
             load=self.load.snapshot,
