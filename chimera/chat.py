@@ -202,7 +202,7 @@ class ChatService:
                 self._graph,
                 AgentContext(
                     expert=expert,
-                    tools=tools,
+                    tools={name: tool for name, tool in tools.items() if name in self.agent.react_tools},
                     max_steps=self.agent.max_steps,
                     decision_max_tokens=self.agent.decision_max_tokens,
                     answer_sampling=sampling,
