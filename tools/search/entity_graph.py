@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from chimera.tools.search.entities import Entity, extract, normalize, query_ngrams
+from chimera.tools.search.entities import Entity, extract, query_ngrams
 
 
 class EntityGraph:
@@ -98,8 +98,3 @@ class EntityGraph:
             df = np.diff(weights.tocsc().indptr)  # (E,) chunks mentioning each entity
             self._cache = (to_chunk.tocsr(), to_entity, weights, df)
         return self._cache
-
-
-def entity_id(name: str) -> str:
-    """The graph's id for an entity name (see `entities.normalize`)."""
-    return normalize(name)

@@ -113,5 +113,7 @@ class LiveIndex:
         with self._lock:
             if version != self._version:
                 self._index = load_index(self.config, self.index_dir, None) if version else None
+                if self._index is not None:
+                    self._index.dense.embed_query("warm-up")  # load the embedding model now, not in a question
                 self._version = version
             return self._index
