@@ -69,16 +69,39 @@ async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
             text += delta.text
             prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
         pending = parse_decision(text, known=set(ctx.tools))
-        if pending is not None and any(pending.tool == c.tool and pending.arguments == c.arguments for c in calls):
-            pending = None  # the same call again would only repeat its observation: time to answer
+        steps = state.get("steps", 0) + 1
+        used = state.get("prompt_tokens", 0) + state.get("completion_tokens", 0) + prompt_tokens + completion_tokens
+        stop = stop_reason(pending, calls, steps=steps, used_tokens=used, ctx=ctx)
         span.set_attribute("chimera.agent.decision", pending.tool if pending else NO_TOOL)
         span.set_attribute("chimera.agent.decision_text", text[:500])
+        if stop is not None:
+            span.set_attribute("chimera.agent.stop_reason", stop)
     return {
-        "pending": pending,
-        "steps": state.get("steps", 0) + 1,
+        "pending": None if stop is not None else pending,
+        "stop_reason": stop,
+        "steps": steps,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
     }
+
+
+def stop_reason(
+    pending: ToolCall | None, calls: list[ToolCall], *, steps: int, used_tokens: int, ctx: AgentContext
+) -> str | None:
+    """Why the loop ends after this decision, or None while it goes on to `act`.
+
+    `answered`: the model chose no tool; `repeated_call`: the same call again would only repeat its observation;
+    `step_budget` / `token_budget`: the run's bounds are spent, so it answers with what it has.
+    """
+    if pending is None:
+        return "answered"
+    if any(pending.tool == c.tool and pending.arguments == c.arguments for c in calls):
+        return "repeated_call"
+    if steps > ctx.max_steps:
+        return "step_budget"
+    if ctx.max_run_tokens is not None and used_tokens > ctx.max_run_tokens:
+        return "token_budget"
+    return None
 
 
 def parse_decision(text: str, *, known: set[str]) -> ToolCall | None:
@@ -165,10 +188,8 @@ async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
     }
 
 
-def route_after_decide(state: ReactState, runtime: Runtime[AgentContext]) -> Literal["act", "answer"]:
-    if state.get("pending") is not None and state.get("steps", 0) <= runtime.context.max_steps:
-        return "act"
-    return "answer"
+def route_after_decide(state: ReactState) -> Literal["act", "answer"]:
+    return "act" if state.get("pending") is not None else "answer"
 
 
 def build_react_graph() -> CompiledStateGraph:

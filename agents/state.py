@@ -34,6 +34,7 @@ class ReactState(TypedDict, total=False):
     tool_calls: Annotated[list[ToolCall], operator.add]  # every executed call, in order
     pending: ToolCall | None  # chosen by `decide`, executed by `act`
     steps: int  # decisions made so far
+    stop_reason: str | None  # why the tool loop ended (see `react.stop_reason`)
     answer: str
     finish_reason: str
     prompt_tokens: Annotated[int, operator.add]
@@ -48,5 +49,6 @@ class AgentContext:
     tools: dict[str, Tool]
     max_steps: int
     decision_max_tokens: int
+    max_run_tokens: int | None = None  # prompt + completion tokens of the tool loop before it must answer
     answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     trace_parent: Context | None = None  # spans of the nodes hang under the caller's span

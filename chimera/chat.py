@@ -65,6 +65,7 @@ class ChatOutcome:
     completion_tokens: int = 0
     text: str = ""
     citations: list[Citation] = field(default_factory=list)  # passages the agent's answer drew on
+    stop_reason: str | None = None  # why the agent's tool loop ended (answered, repeated_call, step/token budget)
 
 
 @dataclass
@@ -205,6 +206,7 @@ class ChatService:
                     tools={name: tool for name, tool in tools.items() if name in self.agent.react_tools},
                     max_steps=self.agent.max_steps,
                     decision_max_tokens=self.agent.decision_max_tokens,
+                    max_run_tokens=self.agent.max_run_tokens,
                     answer_sampling=sampling,
                     trace_parent=trace.set_span_in_context(span),
                 ),
@@ -226,6 +228,7 @@ class ChatService:
                 span.set_attribute("chimera.team.tasks", len(final.get("plan", [])))
             else:
                 outcome.citations = cited(final.get("tool_calls", []))
+                outcome.stop_reason = final.get("stop_reason")
                 span.set_attributes(
                     {
                         "chimera.agent.steps": final.get("steps", 0),

@@ -99,6 +99,12 @@ class AgentConfig(_Frozen):
     max_steps: int = Field(4, ge=1, le=32, description="Tool calls one request may make before it must answer.")
     decision_max_tokens: int = Field(96, gt=0, description="Token cap of one tool-choice (guided JSON) call.")
     answer_max_tokens: int = Field(256, gt=0, description="Token cap of the final answer unless the request sets one.")
+    max_run_tokens: int | None = Field(
+        6000,
+        gt=0,
+        description="Prompt + completion tokens the tool loop of one run may spend before it must answer with what "
+        "it has (None: only max_steps bounds it).",
+    )
     team_max_tasks: int = Field(3, ge=1, le=8, description="Sub-tasks the `chimera-team` supervisor may plan.")
     react_tools: tuple[str, ...] = Field(
         ("calculator", "hybrid_search"),

@@ -80,8 +80,10 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _extension(chat: ChatStream) -> Extension | None:
-    citations = chat.outcome.citations
-    return Extension(citations=[c.as_dict() for c in citations]) if citations else None
+    outcome = chat.outcome
+    if not outcome.citations and outcome.stop_reason is None:
+        return None
+    return Extension(citations=[c.as_dict() for c in outcome.citations], stop_reason=outcome.stop_reason)
 
 
 def _usage(chat: ChatStream) -> Usage:

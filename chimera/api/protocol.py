@@ -80,9 +80,11 @@ class Choice(BaseModel):
 
 
 class Extension(BaseModel):
-    """Chimera's additions to OpenAI's response (the `chimera` field): the sources an answer cites."""
+    """Chimera's additions to OpenAI's response (the `chimera` field): the sources an answer cites, and why an
+    agent's tool loop ended (`answered`, `repeated_call`, `step_budget`, `token_budget`)."""
 
     citations: list[dict[str, Any]] = Field(default_factory=list)
+    stop_reason: str | None = None
 
 
 class ChatCompletion(BaseModel):

@@ -22,13 +22,16 @@ def _call(expression: str) -> str:
 NONE = json.dumps({"tool": "none"})
 
 
-async def _run(replies: list[str], question: str = "What is 17 * 23?", max_steps: int = 3):
+async def _run(
+    replies: list[str], question: str = "What is 17 * 23?", max_steps: int = 3, max_run_tokens: int | None = None
+):
     engine = ScriptedEngine(replies)
     context = AgentContext(
         expert=Expert("math", SPEC, engine, "fake"),
         tools={"calculator": Calculator()},
         max_steps=max_steps,
         decision_max_tokens=64,
+        max_run_tokens=max_run_tokens,
     )
     state = await build_react_graph().ainvoke(
         {"messages": [ChatMessage(role="user", content=question)]}, context=context
@@ -67,12 +70,30 @@ async def test_step_bound_forces_an_answer() -> None:
     state, engine = await _run(replies, max_steps=2)
     assert len(state["tool_calls"]) == 2  # the third decision exceeded the bound and was not executed
     assert state["answer"] == "Done."
+    assert state["stop_reason"] == "step_budget"
     assert engine.replies == []
 
 
 async def test_repeated_identical_call_ends_the_loop() -> None:
     state, _ = await _run([_call("2 + 2"), _call("2 + 2"), "4"])
     assert len(state["tool_calls"]) == 1 and state["answer"] == "4"
+    assert state["stop_reason"] == "repeated_call"
+
+
+async def test_token_budget_stops_the_loop_with_a_partial_answer() -> None:
+    # a scripted decision costs its prompt's words + its reply's (~80 here, growing with each observation):
+    # 150 tokens pay for the first decision, not the second
+    replies = [_call("1 + 1"), _call("2 + 2"), "Partial: 2."]
+    state, engine = await _run(replies, max_steps=5, max_run_tokens=150)
+    assert [c.arguments["expression"] for c in state["tool_calls"]] == ["1 + 1"]
+    assert state["stop_reason"] == "token_budget"
+    assert state["answer"] == "Partial: 2."
+    assert engine.replies == []
+
+
+async def test_choosing_no_tool_is_an_answer() -> None:
+    state, _ = await _run([NONE, "Paris."], question="Capital of France?")
+    assert state["stop_reason"] == "answered"
 
 
 async def test_unknown_tool_is_reported_not_raised() -> None:
