@@ -3,7 +3,8 @@
 
 `decide` asks the expert for a tool call under JSON-schema guided decoding, so even a 135M model emits a
 parseable call. `act` runs it; a tool's error goes back to the model as an observation. `answer` writes the
-final reply with the tool results in view and streams it through LangGraph's custom stream.
+final reply with the tool results in view and streams it through LangGraph's custom stream; before it, the same
+stream carries a `ProgressEvent` for each tool call and result, so callers can show what the agent is doing.
 """
 
 import json
@@ -24,7 +25,7 @@ from chimera.agents.prompts import (
     observation_message,
     passages_text,
 )
-from chimera.agents.state import AgentContext, ReactState, ToolCall
+from chimera.agents.state import AgentContext, ProgressEvent, ReactState, ToolCall
 from chimera.models.expert import SamplingOverrides
 from chimera.tools.base import SourcedResult, ToolError
 from chimera.tools.hybrid_search import HybridSearch
@@ -49,7 +50,9 @@ async def ground(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
         span.set_attribute("chimera.agent.grounding_passages", len(found.passages) if found else 0)
     if found is None:
         return {}
-    return {"tool_calls": [_with_result(ToolCall(search.name, {"query": question[:300]}), found, earlier=[])]}
+    call = _with_result(ToolCall(search.name, {"query": question[:300]}), found, earlier=[])
+    get_stream_writer()(ProgressEvent("tool_result", call.tool, call.arguments, call.observation))
+    return {"tool_calls": [call]}
 
 
 async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
@@ -126,6 +129,8 @@ async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
     ctx = runtime.context
     call = state["pending"]
     assert call is not None, "route_after_decide sends only pending calls here"
+    write = get_stream_writer()
+    write(ProgressEvent("tool_call", call.tool, call.arguments))
     with _tracer.start_as_current_span(f"tool.{call.tool}", context=ctx.trace_parent) as span:
         span.set_attribute("chimera.tool.arguments", json.dumps(call.arguments))
         if call.error is None:
@@ -138,6 +143,7 @@ async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
         span.set_attribute("chimera.tool.observation", call.observation)
         if call.error is not None:
             span.set_status(trace.StatusCode.ERROR, call.error)
+    write(ProgressEvent("tool_result", call.tool, call.arguments, call.observation, error=call.error is not None))
     return {"tool_calls": [call], "pending": None}
 
 

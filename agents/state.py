@@ -2,7 +2,7 @@
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from opentelemetry.context import Context
 
@@ -25,6 +25,21 @@ class ToolCall:
     @property
     def observation(self) -> str:
         return f"error: {self.error}" if self.error is not None else self.result or ""
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What the agent is doing, streamed before its answer: a tool call as it starts, its result as it ends."""
+
+    kind: Literal["tool_call", "tool_result"]
+    tool: str
+    arguments: dict[str, Any]
+    observation: str | None = None  # tool_result only
+    error: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "tool": self.tool, "arguments": self.arguments,
+                "observation": self.observation, "error": self.error}  # fmt: skip
 
 
 class ReactState(TypedDict, total=False):

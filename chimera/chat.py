@@ -8,12 +8,13 @@ supervisor team over all experts; `auto` routes to one expert without tools;
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 
 from chimera.agents.react import build_react_graph, cited
-from chimera.agents.state import AgentContext
+from chimera.agents.state import AgentContext, ProgressEvent
 from chimera.agents.team import TeamContext, build_team_graph, team_citations
 from chimera.config import AgentConfig
 from chimera.errors import ChimeraError
@@ -27,6 +28,8 @@ from chimera.tools.base import Tool
 from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.chat")
+
+Delta: TypeAlias = str | ProgressEvent  # answer text, or (agents only) what the agent is doing
 
 AGENT_MODEL = "chimera"
 REACT_MODEL = "chimera-react"
@@ -70,15 +73,16 @@ class ChatOutcome:
 
 @dataclass
 class ChatStream:
-    """A started chat: what the response headers need, then the answer's text deltas."""
+    """A started chat: what the response headers need, then the answer's text deltas, with the agent's progress
+    events (tool calls and results) before them."""
 
     model: str
     decision: RouteDecision
     session_id: str
     outcome: ChatOutcome
-    _deltas: AsyncIterator[str]
+    _deltas: AsyncIterator[Delta]
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[Delta]:
         return self._deltas
 
 
@@ -177,7 +181,7 @@ class ChatService:
         sampling: SamplingOverrides,
         outcome: ChatOutcome,
         parent: Context | None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[Delta]:
         """Run the ReAct graph (`chimera`, `chimera-react`) or the team (`chimera-team`), streaming its answer."""
         graph_name = "team" if model == TEAM_MODEL else "react"
         span = _tracer.start_span("agent.graph", context=parent, attributes={"chimera.agent.graph": graph_name})
@@ -240,16 +244,17 @@ class ChatService:
 
     async def _finish(
         self,
-        deltas: AsyncIterator[str],
+        deltas: AsyncIterator[Delta],
         new_messages: list[ChatMessage],
         session_id: str,
         outcome: ChatOutcome,
         parent: Context | None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[Delta]:
         """Pass the deltas through, then run output rails and store the turn (only if the answer completed)."""
-        async for text in deltas:
-            outcome.text += text
-            yield text
+        async for delta in deltas:
+            if isinstance(delta, str):
+                outcome.text += delta
+            yield delta
         with _tracer.start_as_current_span("guardrails.output", context=parent) as span:
             verdict = await self.rails.check_output(outcome.text)
             span.set_attribute("chimera.rails.enabled", self.rails.enabled)
@@ -263,7 +268,7 @@ async def _once(text: str, outcome: ChatOutcome) -> AsyncIterator[str]:
     yield text
 
 
-async def _prepend(first: str | None, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
     if first is not None:
         yield first
     async for text in rest:

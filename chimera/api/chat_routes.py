@@ -62,7 +62,7 @@ async def chat_completions(request: Request) -> Response:
         body = _sse(chat, wire, completion_id, span)
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
     try:
-        text = "".join([delta async for delta in chat])
+        text = "".join([delta async for delta in chat if isinstance(delta, str)])
     except Exception as e:
         error = to_api_error(e)
         span.set_status(trace.StatusCode.ERROR, error.message)
@@ -110,8 +110,11 @@ async def _sse(
 
     try:
         yield chunk(DeltaMessage(role="assistant", content=""))
-        async for text in chat:
-            yield chunk(DeltaMessage(content=text))
+        async for delta in chat:
+            if isinstance(delta, str):
+                yield chunk(DeltaMessage(content=delta))
+            else:  # the agent's progress: an empty delta with the event in the `chimera` extension
+                yield chunk(DeltaMessage(), extension=Extension(event=delta.as_dict()))
         yield chunk(DeltaMessage(), chat.outcome.finish_reason, _extension(chat))
         if wire.stream_options and wire.stream_options.include_usage:
             usage = ChatCompletionChunk(

@@ -80,11 +80,16 @@ class Choice(BaseModel):
 
 
 class Extension(BaseModel):
-    """Chimera's additions to OpenAI's response (the `chimera` field): the sources an answer cites, and why an
-    agent's tool loop ended (`answered`, `repeated_call`, `step_budget`, `token_budget`)."""
+    """Chimera's additions to OpenAI's response (the `chimera` field).
+
+    On a response or a stream's finish chunk: the sources the answer cites, and why an agent's tool loop ended
+    (`answered`, `repeated_call`, `step_budget`, `token_budget`). While an agent streams: one chunk with an empty
+    delta per progress event, `{"type": "tool_call" | "tool_result", "tool", "arguments", "observation", "error"}`.
+    """
 
     citations: list[dict[str, Any]] = Field(default_factory=list)
     stop_reason: str | None = None
+    event: dict[str, Any] | None = None
 
 
 class ChatCompletion(BaseModel):

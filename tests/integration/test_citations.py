@@ -71,11 +71,17 @@ def test_streamed_answer_carries_the_citations_on_its_finish_chunk(server: TestS
     import json
 
     finish = None
+    events = []
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=180) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
+                if chunk.get("chimera", {}).get("event"):
+                    events.append(chunk["chimera"]["event"])
                 if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
                     finish = chunk
     assert finish is not None
+    # the agent's progress came first: the grounding search, as a tool result with its passages
+    assert events and events[0]["type"] == "tool_result" and events[0]["tool"] == "hybrid_search"
+    assert "Ingrid Halvorsen" in events[0]["observation"]
     assert any("Ingrid Halvorsen" in c["text"] for c in finish["chimera"]["citations"])

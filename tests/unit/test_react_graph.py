@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chimera.agents.react import build_react_graph, parse_decision
-from chimera.agents.state import AgentContext
+from chimera.agents.state import AgentContext, ProgressEvent
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert
 from chimera.models.specs import ExpertSpec
@@ -120,3 +120,24 @@ async def test_answer_streams_through_custom_stream_mode() -> None:
         if mode == "custom"
     ]
     assert chunks == ["one", " two", " three"]
+
+
+async def test_progress_events_stream_before_the_answer() -> None:
+    engine = ScriptedEngine([_call("17 * 23"), NONE, "It is 391."])
+    context = AgentContext(
+        expert=Expert("math", SPEC, engine, "fake"), tools={"calculator": Calculator()}, max_steps=3,
+        decision_max_tokens=64,
+    )  # fmt: skip
+    chunks = [
+        chunk
+        async for chunk in build_react_graph().astream(
+            {"messages": [ChatMessage(role="user", content="17 * 23?")]}, context=context, stream_mode="custom"
+        )
+    ]
+    events = [c for c in chunks if isinstance(c, ProgressEvent)]
+    assert [(e.kind, e.tool, e.observation) for e in events] == [
+        ("tool_call", "calculator", None),
+        ("tool_result", "calculator", "391"),
+    ]
+    assert chunks.index(events[-1]) < chunks.index(next(c for c in chunks if isinstance(c, str)))
+    assert "".join(c for c in chunks if isinstance(c, str)) == "It is 391."
