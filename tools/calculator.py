@@ -3,6 +3,7 @@
 import ast
 import math
 import operator
+import re
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -35,6 +36,9 @@ class CalculatorArgs(BaseModel):
     expression: str = Field(description="Arithmetic expression, e.g. `17 * 23` or `sqrt(2) / 3`.", max_length=500)
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
 def evaluate(expression: str) -> float | int:
     """Evaluate an arithmetic expression.
 
@@ -42,6 +46,8 @@ def evaluate(expression: str) -> float | int:
         ToolError: syntax errors, names or operations outside the whitelist, division by zero, overflow.
     """
     text = expression.replace("^", "**").replace("×", "*").replace("÷", "/").strip()
+    # "1,284 * 37": people (and models) write thousands separators; a calculator has no tuples to confuse them with.
+    text = _THOUSANDS.sub("", text)
     if not text:
         raise ToolError("empty expression")
     if len(text) > _MAX_LENGTH:

@@ -31,3 +31,12 @@ async def test_tool_validates_arguments() -> None:
     with pytest.raises(ToolError, match="invalid arguments"):
         await calc.call({"expr": "6*7"})
     assert calc.args_schema()["required"] == ["expression"]
+
+
+@pytest.mark.parametrize(("expression", "value"), [("1,284 * 37", 47508), ("2,000,000 / 4", 500000.0), ("1,5", None)])
+def test_thousands_separators(expression: str, value: float | None) -> None:
+    if value is None:  # not a thousands group: still not an expression
+        with pytest.raises(ToolError):
+            evaluate(expression)
+    else:
+        assert evaluate(expression) == value
