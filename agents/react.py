@@ -26,7 +26,8 @@ from chimera.agents.prompts import (
     passages_text,
 )
 from chimera.agents.state import AgentContext, ProgressEvent, ReactState, ToolCall
-from chimera.models.expert import SamplingOverrides
+from chimera.messages import ChatMessage
+from chimera.models.expert import Expert, SamplingOverrides
 from chimera.tools.base import SourcedResult, ToolError
 from chimera.tools.hybrid_search import HybridSearch
 from chimera.tools.search.types import Citation
@@ -168,24 +169,31 @@ def cited(calls: list[ToolCall]) -> list[Citation]:
 async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
     """Write the final answer, streaming it as it is generated."""
     ctx = runtime.context
-    write = get_stream_writer()
     with _tracer.start_as_current_span("agent.answer", context=ctx.trace_parent):
         note = answer_context(state.get("tool_calls", []))
         messages = [*state["messages"], *([note] if note else [])]
-        text, finish = "", "stop"
-        prompt_tokens = completion_tokens = 0
-        async for delta in ctx.expert.stream(messages, ctx.answer_sampling):
-            if delta.text:
-                write(delta.text)
-            text += delta.text
-            finish = delta.finish_reason or finish
-            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
-        sources = cited(state.get("tool_calls", []))
-        if sources:
-            # The sources are listed by us, not left to the model: a small model cites unreliably.
-            footer = "\n\nSources:\n" + "\n".join(c.label for c in sources)
-            write(footer)
-            text += footer
+        return await stream_answer(ctx.expert, messages, ctx.answer_sampling, cited(state.get("tool_calls", [])))
+
+
+async def stream_answer(
+    expert: Expert, messages: list[ChatMessage], sampling: SamplingOverrides, sources: list[Citation]
+) -> ReactState:
+    """Generate an answer into the graph's custom stream, then list its sources; the answer's state update.
+
+    The sources are listed by us, not left to the model: a small model cites unreliably.
+    """
+    write = get_stream_writer()
+    text, finish, prompt_tokens, completion_tokens = "", "stop", 0, 0
+    async for delta in expert.stream(messages, sampling):
+        if delta.text:
+            write(delta.text)
+        text += delta.text
+        finish = delta.finish_reason or finish
+        prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+    if sources:
+        footer = "\n\nSources:\n" + "\n".join(c.label for c in sources)
+        write(footer)
+        text += footer
     return {
         "answer": text,
         "finish_reason": finish,

@@ -13,7 +13,6 @@ import operator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -21,7 +20,7 @@ from langgraph.types import Send
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from chimera.agents.react import build_react_graph, cited
+from chimera.agents.react import build_react_graph, cited, stream_answer
 from chimera.agents.state import AgentContext
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
@@ -174,29 +173,12 @@ async def specialist(state: SpecialistInput, runtime: Runtime[TeamContext]) -> T
 async def synthesize(state: TeamState, runtime: Runtime[TeamContext]) -> TeamState:
     """Write the final answer from the specialists' results (streamed), with their sources renumbered."""
     ctx = runtime.context
-    write = get_stream_writer()
     results = sorted(state.get("results", []), key=lambda r: state["plan"].index(SubTask(r.agent, r.task)))
-    citations = _renumbered([c for r in results for c in r.citations])
     findings = "\n".join(f"- {r.agent} ({r.task}): {r.answer.strip()}" for r in results)
     note = ChatMessage(role="user", content=f"Findings of your team:\n{findings}\nNow answer my request.")
-    text, finish, prompt_tokens, completion_tokens = "", "stop", 0, 0
     with _tracer.start_as_current_span("team.synthesize", context=ctx.trace_parent):
-        async for delta in ctx.experts["chat"].stream([*state["messages"], note], ctx.answer_sampling):
-            if delta.text:
-                write(delta.text)
-            text += delta.text
-            finish = delta.finish_reason or finish
-            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
-    if citations:
-        footer = "\n\nSources:\n" + "\n".join(c.label for c in citations)
-        write(footer)
-        text += footer
-    return {
-        "answer": text,
-        "finish_reason": finish,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-    }
+        sources = _renumbered([c for r in results for c in r.citations])
+        return await stream_answer(ctx.experts["chat"], [*state["messages"], note], ctx.answer_sampling, sources)
 
 
 def _without_sources(answer: str) -> str:

@@ -162,7 +162,6 @@ def _router_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
 
 
 def _eval_router(config: ChimeraConfig, args: argparse.Namespace) -> int:
-    import json
 
     from chimera.models.router.evaluation import evaluate_router, format_report
     from chimera.models.router.factory import build_router
@@ -174,11 +173,7 @@ def _eval_router(config: ChimeraConfig, args: argparse.Namespace) -> int:
     report = evaluate_router(build_router(config.router), texts, labels)
     report["data"] = str(args.data)
     report["router"] = config.router.kind
-    print(format_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"\nwritten to {args.json}")
+    _print_report(format_report(report), report, args.json)
     return 0
 
 
@@ -220,7 +215,6 @@ def _search(config: ChimeraConfig, args: argparse.Namespace) -> int:
 
 
 def _eval_retrieval(config: ChimeraConfig, args: argparse.Namespace) -> int:
-    import json
     import tempfile
 
     from chimera.tools.search.evaluation import evaluate_beir, format_report, load_beir
@@ -233,12 +227,19 @@ def _eval_retrieval(config: ChimeraConfig, args: argparse.Namespace) -> int:
     ):
         ingestor = build_ingestor(config.search, index, None)
         report = evaluate_beir(dataset, index, ingestor, max_queries=args.max_queries, progress=True)
-    print(format_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"\nwritten to {args.json}")
+    _print_report(format_report(report), report, args.json)
     return 0
+
+
+def _print_report(text: str, report: dict, path: Path | None) -> None:
+    """Print an evaluation's table, and write its JSON to `path` when given."""
+    import json
+
+    print(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+        print(f"\nwritten to {path}")
 
 
 def _traces(config: ChimeraConfig, args: argparse.Namespace) -> int:
