@@ -10,6 +10,7 @@ stream carries a `ProgressEvent` for each tool call and result, so callers can s
 import json
 from typing import Literal
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -206,8 +207,13 @@ def route_after_decide(state: ReactState) -> Literal["act", "answer"]:
     return "act" if state.get("pending") is not None else "answer"
 
 
-def build_react_graph() -> CompiledStateGraph:
-    """Wire the ReAct graph; dependencies arrive per run as an `AgentContext`."""
+def build_react_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    """Wire the ReAct graph; dependencies arrive per run as an `AgentContext`.
+
+    Args:
+        checkpointer: Saves the state after every step (None: no checkpoints of its own; run inside another
+            graph's node, it checkpoints with that graph's).
+    """
     graph = StateGraph(ReactState, context_schema=AgentContext)
     graph.add_node("ground", ground)
     graph.add_node("decide", decide)
@@ -218,4 +224,4 @@ def build_react_graph() -> CompiledStateGraph:
     graph.add_conditional_edges("decide", route_after_decide, ["act", "answer"])
     graph.add_edge("act", "decide")
     graph.add_edge("answer", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)

@@ -2,7 +2,7 @@
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from opentelemetry.context import Context
 
@@ -10,6 +10,9 @@ from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.tools.base import Tool
 from chimera.tools.search.types import Citation
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,10 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """What the agent is doing, streamed before its answer: a tool call as it starts, its result as it ends."""
+    """What the agent is doing, streamed before its answer: a tool call as it starts, its result as it ends, and
+    the work a run paused for approval would do next."""
 
-    kind: Literal["tool_call", "tool_result"]
+    kind: Literal["tool_call", "tool_result", "paused"]
     tool: str
     arguments: dict[str, Any]
     observation: str | None = None  # tool_result only
@@ -67,3 +71,21 @@ class AgentContext:
     max_run_tokens: int | None = None  # prompt + completion tokens of the tool loop before it must answer
     answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     trace_parent: Context | None = None  # spans of the nodes hang under the caller's span
+
+
+# What agent state holds besides JSON values. LangGraph's checkpoint serializer rebuilds only the classes it is
+# told about (anything else from a tampered checkpoint store is refused, not imported).
+CHECKPOINTED_TYPES: tuple[tuple[str, str], ...] = (
+    ("chimera.messages", "ChatMessage"),
+    ("chimera.agents.state", "ToolCall"),
+    ("chimera.tools.search.types", "Citation"),
+    ("chimera.agents.team", "SubTask"),
+    ("chimera.agents.team", "SubResult"),
+)
+
+
+def checkpoint_serializer() -> "JsonPlusSerializer":
+    """LangGraph's serializer, allowed to rebuild the agents' state types (and its built-in safe ones)."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINTED_TYPES)

@@ -2,10 +2,10 @@
 
 The supervisor splits the question into at most `max_tasks` sub-tasks, each for one specialist: `math` (the
 math expert with the calculator), `code` (the code expert with `run_python`), `research` (the text expert with
-`hybrid_search` / `graph_query`). Independent sub-tasks run at once through LangGraph's `Send`; each specialist
-is the ReAct graph with its own expert and tools and its own step budget. The synthesizer writes the answer
-from their results and keeps their citations. A plan that cannot be parsed becomes one research task, so the
-team always answers.
+`hybrid_search` / `graph_query` / `recall`). Independent sub-tasks run at once through LangGraph's `Send`;
+each specialist is the ReAct graph with its own expert and tools and its own step budget. The synthesizer
+writes the answer from their results and keeps their citations. A plan that cannot be parsed becomes one
+research task, so the team always answers.
 """
 
 import json
@@ -13,6 +13,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -34,7 +35,7 @@ Specialist = Literal["math", "code", "research"]
 SPECIALISTS: dict[Specialist, tuple[ExpertName, tuple[str, ...]]] = {
     "math": ("math", ("calculator",)),
     "code": ("code", ("run_python",)),
-    "research": ("text", ("hybrid_search", "graph_query")),
+    "research": ("text", ("hybrid_search", "graph_query", "recall")),
 }
 
 
@@ -51,6 +52,7 @@ class SubResult:
     answer: str
     citations: tuple[Citation, ...] = ()
     steps: int = 0
+    stop_reason: str | None = None  # why the specialist's tool loop ended (see `react.stop_reason`)
 
 
 class TeamState(TypedDict, total=False):
@@ -76,6 +78,7 @@ class TeamContext:
     max_tasks: int = 3
     specialist_steps: int = 3
     decision_max_tokens: int = 96
+    max_run_tokens: int | None = None  # each specialist's tool-loop token budget
     answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     trace_parent: Context | None = None
 
@@ -150,6 +153,7 @@ async def specialist(state: SpecialistInput, runtime: Runtime[TeamContext]) -> T
             tools={n: ctx.tools[n] for n in tool_names if n in ctx.tools and ctx.tools[n].available()},
             max_steps=ctx.specialist_steps,
             decision_max_tokens=ctx.decision_max_tokens,
+            max_run_tokens=ctx.max_run_tokens,
             answer_sampling=ctx.answer_sampling,
             trace_parent=trace.set_span_in_context(span),
         )
@@ -162,6 +166,7 @@ async def specialist(state: SpecialistInput, runtime: Runtime[TeamContext]) -> T
         _without_sources(final.get("answer", "")),
         tuple(cited(final.get("tool_calls", []))),
         final.get("steps", 0),
+        final.get("stop_reason"),
     )
     return {
         "results": [result],
@@ -200,8 +205,22 @@ def team_citations(state: TeamState) -> list[Citation]:
     return _renumbered([c for r in state.get("results", []) for c in r.citations])
 
 
-def build_team_graph() -> "CompiledStateGraph[TeamState, TeamContext, TeamState, TeamState]":
-    """Wire the team graph; dependencies arrive per run as a `TeamContext`."""
+def team_stop_reason(state: TeamState) -> str:
+    """`answered` when every specialist answered; else the first other reason, as `<agent>:<reason>`."""
+    for r in state.get("results", []):
+        if r.stop_reason not in (None, "answered"):
+            return f"{r.agent}:{r.stop_reason}"
+    return "answered"
+
+
+def build_team_graph(
+    checkpointer: BaseCheckpointSaver | None = None,
+) -> "CompiledStateGraph[TeamState, TeamContext, TeamState, TeamState]":
+    """Wire the team graph; dependencies arrive per run as a `TeamContext`.
+
+    Args:
+        checkpointer: Saves the state after every step, the specialists' inner steps included.
+    """
     graph = StateGraph(TeamState, context_schema=TeamContext)
     graph.add_node("plan", plan)
     graph.add_node("specialist", specialist)
@@ -210,4 +229,4 @@ def build_team_graph() -> "CompiledStateGraph[TeamState, TeamContext, TeamState,
     graph.add_conditional_edges("plan", dispatch, ["specialist"])
     graph.add_edge("specialist", "synthesize")
     graph.add_edge("synthesize", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)

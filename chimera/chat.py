@@ -5,20 +5,22 @@ supervisor team over all experts; `auto` routes to one expert without tools;
 `chimera-<expert>` names the expert. Around it: session history from Redis, input/output rails, spans.
 """
 
+import asyncio
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from chimera.agents.react import build_react_graph, cited
-from chimera.agents.state import AgentContext, ProgressEvent
-from chimera.agents.team import TeamContext, build_team_graph, team_citations
+from chimera.agent_runs import GRAPH_NODES, AgentRuns, Delta, GraphName, RunOutcome, RunSettings, RunStatus
 from chimera.config import AgentConfig
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
+from chimera.memory.long_context.base import LongMemory, LongMemoryError
 from chimera.memory.sessions.base import SessionStore, check_session_id
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
@@ -27,9 +29,11 @@ from chimera.models.specs import EXPERT_NAMES, ExpertName
 from chimera.tools.base import Tool
 from chimera.tools.search.types import Citation
 
-_tracer = trace.get_tracer("chimera.chat")
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
-Delta: TypeAlias = str | ProgressEvent  # answer text, or (agents only) what the agent is doing
+_tracer = trace.get_tracer("chimera.chat")
+log = logging.getLogger(__name__)
 
 AGENT_MODEL = "chimera"
 REACT_MODEL = "chimera-react"
@@ -57,6 +61,7 @@ class ChatRequest:
     messages: list[ChatMessage]
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     session_id: str | None = None
+    interrupt_before: tuple[str, ...] | None = None  # agent graphs: pause before these nodes (None: config's)
 
 
 @dataclass
@@ -69,6 +74,13 @@ class ChatOutcome:
     text: str = ""
     citations: list[Citation] = field(default_factory=list)  # passages the agent's answer drew on
     stop_reason: str | None = None  # why the agent's tool loop ended (answered, repeated_call, step/token budget)
+    run: RunOutcome = field(default_factory=RunOutcome)  # agent runs: done, or paused awaiting approval
+
+    def took(self, run: RunOutcome) -> None:
+        """Take the finished (or paused) agent run's figures."""
+        self.finish_reason, self.stop_reason = run.finish_reason, run.stop_reason
+        self.prompt_tokens, self.completion_tokens = run.prompt_tokens, run.completion_tokens
+        self.citations = run.citations
 
 
 @dataclass
@@ -99,16 +111,20 @@ class ChatService:
         tools: dict[str, Tool],
         agent: AgentConfig,
         load: Callable[[], Mapping[ExpertName, ExpertLoad]] | None = None,
+        checkpointer: "BaseCheckpointSaver | None" = None,
+        memory: LongMemory | None = None,
+        read_after_turn: bool = True,
     ) -> None:
         self.experts = experts
         self.router = router
         self.sessions = sessions
         self.rails = rails
-        self.tools = tools
         self.agent = agent
         self.load = load or dict
-        self._graph = build_react_graph()
-        self._team = build_team_graph()
+        self.memory = memory
+        self.read_after_turn = read_after_turn and memory is not None
+        self.runs = AgentRuns(experts=experts, tools=tools, agent=agent, checkpointer=checkpointer, memory=memory)
+        self._reads: set[asyncio.Task[None]] = set()  # background memory reads of finished turns
 
     def resolve(self, model: str) -> ExpertName | None:
         """The expert a model name fixes, None when the router decides.
@@ -152,7 +168,14 @@ class ChatService:
             conversation = verdict.messages or conversation
             expert = self.experts[decision.expert]
             if request.model in AGENT_MODELS:
-                deltas = self._run_agent(request.model, expert, conversation, request.sampling, outcome, parent)
+                graph: GraphName = "team" if request.model == TEAM_MODEL else "react"
+                interrupts: tuple[str, ...]
+                if request.interrupt_before is None:  # the config's, for whichever graph has those nodes
+                    interrupts = tuple(n for n in self.agent.interrupt_before if n in GRAPH_NODES[graph])
+                else:
+                    interrupts = self.runs.check_interrupts(graph, request.interrupt_before)
+                settings = RunSettings(graph, decision.expert, request.sampling, interrupts)
+                deltas = _agent(self.runs.run(settings, conversation, session_id, outcome.run, parent), outcome)
             else:
                 deltas = self._run_expert(expert, conversation, request.sampling, outcome, parent)
         deltas = self._finish(deltas, request.messages, session_id, outcome, parent)
@@ -173,74 +196,25 @@ class ChatService:
             if delta.text:
                 yield delta.text
 
-    async def _run_agent(
-        self,
-        model: str,
-        expert: Expert,
-        conversation: list[ChatMessage],
-        sampling: SamplingOverrides,
-        outcome: ChatOutcome,
-        parent: Context | None,
-    ) -> AsyncIterator[Delta]:
-        """Run the ReAct graph (`chimera`, `chimera-react`) or the team (`chimera-team`), streaming its answer."""
-        graph_name = "team" if model == TEAM_MODEL else "react"
-        span = _tracer.start_span("agent.graph", context=parent, attributes={"chimera.agent.graph": graph_name})
-        if sampling.max_tokens is None:
-            sampling = SamplingOverrides(**{**sampling.__dict__, "max_tokens": self.agent.answer_max_tokens})
-        tools = {name: tool for name, tool in self.tools.items() if tool.available()}
-        context: AgentContext | TeamContext
-        if graph_name == "team":
-            graph, context = (
-                self._team,
-                TeamContext(
-                    experts=self.experts,
-                    tools=tools,
-                    max_tasks=self.agent.team_max_tasks,
-                    specialist_steps=self.agent.max_steps,
-                    decision_max_tokens=self.agent.decision_max_tokens,
-                    answer_sampling=sampling,
-                    trace_parent=trace.set_span_in_context(span),
-                ),
-            )
-        else:
-            graph, context = (
-                self._graph,
-                AgentContext(
-                    expert=expert,
-                    tools={name: tool for name, tool in tools.items() if name in self.agent.react_tools},
-                    max_steps=self.agent.max_steps,
-                    decision_max_tokens=self.agent.decision_max_tokens,
-                    max_run_tokens=self.agent.max_run_tokens,
-                    answer_sampling=sampling,
-                    trace_parent=trace.set_span_in_context(span),
-                ),
-            )
-        final: dict = {}
-        try:
-            async for mode, chunk in graph.astream(
-                {"messages": conversation}, context=context, stream_mode=["custom", "values"]
-            ):
-                if mode == "custom":
-                    yield chunk
-                else:
-                    final = chunk
-            outcome.finish_reason = final.get("finish_reason", "stop")
-            outcome.prompt_tokens = final.get("prompt_tokens", 0)
-            outcome.completion_tokens = final.get("completion_tokens", 0)
-            if graph_name == "team":
-                outcome.citations = team_citations(final)
-                span.set_attribute("chimera.team.tasks", len(final.get("plan", [])))
-            else:
-                outcome.citations = cited(final.get("tool_calls", []))
-                outcome.stop_reason = final.get("stop_reason")
-                span.set_attributes(
-                    {
-                        "chimera.agent.steps": final.get("steps", 0),
-                        "chimera.agent.tool_calls": len(final.get("tool_calls", [])),
-                    }
-                )
-        finally:
-            span.end()
+    async def resume(self, session_id: str, *, approve: bool, parent: Context | None = None) -> ChatStream:
+        """Continue the session's paused (or killed) agent run; `approve=False` declines the pending work.
+
+        Raises:
+            InvalidSessionIdError, NothingToResumeError: mapped to HTTP by the API.
+        """
+        check_session_id(session_id)
+        outcome = ChatOutcome()
+        settings, run = await self.runs.resume(session_id, approve=approve, outcome=outcome.run, parent=parent)
+        question = [outcome.run.question] if outcome.run.question else []
+        deltas = self._finish(_agent(run, outcome), question, session_id, outcome, parent)
+        first = await anext(deltas, None)
+        decision = RouteDecision(expert=settings.expert, confidence=1.0, explicit=True)
+        model = TEAM_MODEL if settings.graph == "team" else REACT_MODEL
+        return ChatStream(model, decision, session_id, outcome, _prepend(first, deltas))
+
+    async def run_status(self, session_id: str) -> RunStatus:
+        """The session's last agent run: none, done, or paused (awaiting approval, or cut short)."""
+        return await self.runs.status(check_session_id(session_id))
 
     async def _finish(
         self,
@@ -250,18 +224,68 @@ class ChatService:
         outcome: ChatOutcome,
         parent: Context | None,
     ) -> AsyncIterator[Delta]:
-        """Pass the deltas through, then run output rails and store the turn (only if the answer completed)."""
+        """Pass the deltas through, then run output rails and store the turn (only if the answer completed).
+
+        A run paused for approval ends with a note saying how to resume it; its turn is stored when it answers.
+        """
         async for delta in deltas:
             if isinstance(delta, str):
                 outcome.text += delta
             yield delta
+        if outcome.run.status == "paused":
+            note = paused_note(outcome.run, session_id)
+            outcome.text += note
+            yield note
+            return
         with _tracer.start_as_current_span("guardrails.output", context=parent) as span:
             verdict = await self.rails.check_output(outcome.text)
             span.set_attribute("chimera.rails.enabled", self.rails.enabled)
         if not verdict.allowed:
             outcome.finish_reason = "content_filter"
         turn = [m for m in new_messages if m.role != "system"]
-        await self.sessions.append(session_id, [*turn, ChatMessage(role="assistant", content=outcome.text)])
+        answer = ChatMessage(role="assistant", content=outcome.text)
+        await self.sessions.append(session_id, [*turn, answer])
+        if self.read_after_turn:
+            self._read_later(session_id, [*turn, answer])
+
+    def _read_later(self, session_id: str, turn: list[ChatMessage]) -> None:
+        """Read a finished turn into the session's long-context memory, off the request's path."""
+        assert self.memory is not None
+        text = "\n".join(f"{m.role}: {m.content}" for m in turn)
+        task = asyncio.create_task(self._read(session_id, text))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, session_id: str, text: str) -> None:
+        assert self.memory is not None
+        try:
+            await self.memory.read(session_id, text)
+        except LongMemoryError as e:  # the answer is delivered and stored; memory catches up on the next turn
+            log.warning("memory read of session %s failed: %s", session_id, e)
+
+    async def drain(self) -> None:
+        """Wait for background memory reads (at shutdown, and in tests)."""
+        while self._reads:
+            await asyncio.gather(*list(self._reads), return_exceptions=True)
+
+
+def paused_note(run: RunOutcome, session_id: str) -> str:
+    """What a paused run says to a plain OpenAI client: what it would do, and how to go on."""
+    work = "; ".join(
+        f"{p['tool']} {json.dumps(p['arguments'])}" if "tool" in p else f"{p['agent']}: {p['task']}"
+        for p in run.pending
+    )
+    return (
+        f"[paused for approval before {', '.join(run.next)}: {work}. "
+        f'POST /v1/sessions/{session_id}/resume with {{"approve": true}} to go on or false to decline.]'
+    )
+
+
+async def _agent(run: AsyncIterator[Delta], outcome: ChatOutcome) -> AsyncIterator[Delta]:
+    """An agent run's deltas; when they end, the outcome takes the run's figures."""
+    async for delta in run:
+        yield delta
+    outcome.took(outcome.run)
 
 
 async def _once(text: str, outcome: ChatOutcome) -> AsyncIterator[str]:

@@ -107,10 +107,19 @@ class AgentConfig(_Frozen):
     )
     team_max_tasks: int = Field(3, ge=1, le=8, description="Sub-tasks the `chimera-team` supervisor may plan.")
     react_tools: tuple[str, ...] = Field(
-        ("calculator", "hybrid_search"),
-        description="Tools the single ReAct agent (`chimera`, `chimera-react`) is offered; the team's specialists "
-        "have their own (math: calculator; code: run_python; research: hybrid_search, graph_query). A small model "
-        "chooses worse among more tools.",
+        ("calculator", "hybrid_search", "recall"),
+        description="Tools the single ReAct agent (`chimera`, `chimera-react`) is offered, each only when it can "
+        "work (search with documents ingested, recall with something in the session's memory); the team's "
+        "specialists have their own (math: calculator; code: run_python; research: hybrid_search, graph_query, "
+        "recall). A small model chooses worse among more tools.",
+    )
+    interrupt_before: tuple[Literal["ground", "decide", "act", "answer", "plan", "specialist", "synthesize"], ...] = (
+        Field(
+            (),
+            description="Graph nodes agent runs pause before, for approval: `act` (the ReAct agent's every tool "
+            "call), `specialist` (the team's plan, before any specialist runs). A paused run resumes through "
+            "POST /v1/sessions/{id}/resume. Requests may set their own (`interrupt_before` in the body).",
+        )
     )
 
 
@@ -184,6 +193,22 @@ class GuardrailsConfig(_Frozen):
     enabled: bool = Field(False, description="Run rails; off until the guardrails issue ships its rails.")
 
 
+class MemoryConfig(_Frozen):
+    """Long-context memory per session (the `recall` tool, `chimera memory`)."""
+
+    checkpoint: Path | None = Field(
+        None,
+        description="Local folder of a Mamba-2 family checkpoint (Mamba2, Zamba2, Bamba, Nemotron-H, "
+        "Granite-4.0-H). Unset: extractive recall (BM25 over the session's stored text).",
+    )
+    read_chunk_tokens: int = Field(2048, ge=16, le=8192, description="Tokens fed to the model per forward pass.")
+    recall_max_tokens: int = Field(128, gt=0, le=4096, description="Default length of a recalled answer.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and state dtype.")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved for the memory model actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for the memory model actor.")
+    read_after_turn: bool = Field(True, description="Read each finished chat turn into the session's memory.")
+
+
 class ChimeraConfig(_Frozen):
     """Everything a Chimera deployment is, in one place."""
 
@@ -198,6 +223,7 @@ class ChimeraConfig(_Frozen):
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Guardrails.")
     search: SearchConfig = Field(default_factory=SearchConfig, description="Ingestion and hybrid retrieval.")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig, description="Long-context session memory.")
 
     @model_validator(mode="after")
     def _experts_complete(self) -> "ChimeraConfig":

@@ -7,12 +7,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from chimera.agents.state import checkpoint_serializer
 from chimera.chat import ChatService
 from chimera.cluster.deployments import app_name, deployment_options, engine_args_for_cluster, engine_capacity
 from chimera.cluster.load import LoadMonitor
 from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file, worker_env
 from chimera.config import ChimeraConfig
 from chimera.guardrails.base import DisabledRails
+from chimera.memory.checkpoint.redis_saver import RedisCheckpointSaver
+from chimera.memory.long_context.factory import build_long_memory
 from chimera.memory.redis_server import EmbeddedRedis
 from chimera.memory.sessions.redis_store import RedisSessionStore
 from chimera.models import provision
@@ -49,6 +52,7 @@ class Runtime:
     config: ChimeraConfig
     service: ChatService | None = None
     _redis: EmbeddedRedis | None = None
+    _checkpointer: RedisCheckpointSaver | None = None
     load: LoadMonitor | None = None
     _clients: dict[str, "ServeEngineClient"] = field(default_factory=dict)
 
@@ -106,6 +110,9 @@ class Runtime:
         }
         documents = LiveIndex(cfg.search, cfg.index_dir)
         documents.get()  # load the index and its embedder now, not in the first question's time
+        self._checkpointer = RedisCheckpointSaver(
+            redis_url, ttl_s=cfg.redis.session_ttl_s, serde=checkpoint_serializer()
+        )
         self.service = ChatService(
             experts=experts,
             router=router,
@@ -130,6 +137,9 @@ class Runtime:
             },
             agent=cfg.agent,
             load=self.load.snapshot,
+            checkpointer=self._checkpointer,
+            memory=build_long_memory(cfg.memory, redis_url, ttl_s=cfg.redis.session_ttl_s),
+            read_after_turn=cfg.memory.read_after_turn,
         )
         return self.service
 
@@ -157,7 +167,13 @@ class Runtime:
         if self.load is not None:
             await self.load.stop()
         if self.service is not None:
+            await self.service.drain()
             await self.service.sessions.close()
+            if self.service.memory is not None:
+                await self.service.memory.close()
+        if self._checkpointer is not None:
+            await self._checkpointer.aclose()
+            self._checkpointer.close()
 
     def stop(self) -> None:
         """Tear down Serve apps, Ray (if we started it), then Redis."""

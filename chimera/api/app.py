@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from chimera.api.chat_routes import router as chat_router
 from chimera.api.errors import APIError, install_error_handlers, json_error
 from chimera.api.protocol import ModelCard, ModelList
+from chimera.api.session_routes import router as session_router
 from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, REACT_MODEL, TEAM_MODEL, ChatService, served_models
 from chimera.config import ServerConfig
 
@@ -63,6 +64,7 @@ def create_app(
     app.state.health = health
     install_error_handlers(app)
     app.include_router(chat_router)
+    app.include_router(session_router)
     app.include_router(meta_router)
 
     if limits.api_keys:

@@ -13,7 +13,6 @@ from chimera.api.errors import to_api_error
 from chimera.api.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     Choice,
     ChunkChoice,
     DeltaMessage,
@@ -47,6 +46,15 @@ async def chat_completions(request: Request) -> Response:
         span.set_status(trace.StatusCode.ERROR, error.message)
         span.end()
         raise error from e
+    return await respond(chat, wire.model, span, stream=wire.stream,
+                         include_usage=bool(wire.stream_options and wire.stream_options.include_usage))  # fmt: skip
+
+
+async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: bool, include_usage: bool) -> Response:
+    """A started chat as an OpenAI chat completion (JSON, or server-sent events), with Chimera's headers.
+
+    Ends `span` when the answer has been sent.
+    """
     decision = chat.decision
     headers = {
         "x-chimera-expert": decision.expert,
@@ -58,8 +66,8 @@ async def chat_completions(request: Request) -> Response:
         "x-session-id": chat.session_id,
     }
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    if wire.stream:
-        body = _sse(chat, wire, completion_id, span)
+    if stream:
+        body = _sse(chat, model, include_usage, completion_id, span)
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
     try:
         text = "".join([delta async for delta in chat if isinstance(delta, str)])
@@ -71,7 +79,7 @@ async def chat_completions(request: Request) -> Response:
         span.end()
     completion = ChatCompletion(
         id=completion_id,
-        model=wire.model,
+        model=model,
         choices=[Choice(message=ResponseMessage(content=text), finish_reason=chat.outcome.finish_reason)],
         usage=_usage(chat),
         chimera=_extension(chat),
@@ -81,9 +89,16 @@ async def chat_completions(request: Request) -> Response:
 
 def _extension(chat: ChatStream) -> Extension | None:
     outcome = chat.outcome
-    if not outcome.citations and outcome.stop_reason is None:
+    run = outcome.run
+    paused = (
+        {"status": "paused", "next": list(run.next), "pending": run.pending,
+         "resume": f"/v1/sessions/{chat.session_id}/resume"}
+        if run.status == "paused"
+        else None
+    )  # fmt: skip
+    if not outcome.citations and outcome.stop_reason is None and paused is None:
         return None
-    return Extension(citations=[c.as_dict() for c in outcome.citations], stop_reason=outcome.stop_reason)
+    return Extension(citations=[c.as_dict() for c in outcome.citations], stop_reason=outcome.stop_reason, run=paused)
 
 
 def _usage(chat: ChatStream) -> Usage:
@@ -93,7 +108,7 @@ def _usage(chat: ChatStream) -> Usage:
 
 
 async def _sse(
-    chat: ChatStream, wire: ChatCompletionRequest, completion_id: str, span: trace.Span
+    chat: ChatStream, model: str, include_usage: bool, completion_id: str, span: trace.Span
 ) -> AsyncIterator[str]:
     """OpenAI's stream: a role chunk, content chunks, exactly one finish chunk, an optional usage chunk, [DONE].
 
@@ -103,9 +118,7 @@ async def _sse(
 
     def chunk(delta: DeltaMessage, finish: str | None = None, extension: Extension | None = None) -> str:
         choice = ChunkChoice(delta=delta, finish_reason=finish)
-        c = ChatCompletionChunk(
-            id=completion_id, created=created, model=wire.model, choices=[choice], chimera=extension
-        )
+        c = ChatCompletionChunk(id=completion_id, created=created, model=model, choices=[choice], chimera=extension)
         return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
 
     try:
@@ -116,10 +129,8 @@ async def _sse(
             else:  # the agent's progress: an empty delta with the event in the `chimera` extension
                 yield chunk(DeltaMessage(), extension=Extension(event=delta.as_dict()))
         yield chunk(DeltaMessage(), chat.outcome.finish_reason, _extension(chat))
-        if wire.stream_options and wire.stream_options.include_usage:
-            usage = ChatCompletionChunk(
-                id=completion_id, created=created, model=wire.model, choices=[], usage=_usage(chat)
-            )
+        if include_usage:
+            usage = ChatCompletionChunk(id=completion_id, created=created, model=model, choices=[], usage=_usage(chat))
             yield f"data: {usage.model_dump_json()}\n\n"
     except Exception as e:  # headers are gone: report in-band, keep the connection's framing intact
         error = to_api_error(e)

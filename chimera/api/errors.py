@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chimera.agent_runs import InvalidInterruptError, NothingToResumeError
 from chimera.api.protocol import error_payload
 from chimera.chat import UnknownModelError
 from chimera.errors import ChimeraError
@@ -33,6 +34,10 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(404, str(e), param="model", code="model_not_found")
         case PromptTooLongError():
             return APIError(400, str(e), param="messages", code="context_length_exceeded")
+        case InvalidInterruptError():
+            return APIError(400, str(e), param="interrupt_before", code="invalid_value")
+        case NothingToResumeError():
+            return APIError(409, str(e), code="nothing_to_resume")
         case InvalidSessionIdError():
             return APIError(400, str(e), param="x-session-id", code="invalid_session_id")
         case EngineUnavailableError() | SessionError():

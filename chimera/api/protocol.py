@@ -48,6 +48,12 @@ class ChatCompletionRequest(_Wire):
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence (benchmarks).")
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     user: str | None = None
+    interrupt_before: list[str] | None = Field(
+        None,
+        max_length=8,
+        description="Chimera extension, agent models: pause the run before these graph nodes for approval "
+        "(`act`: each ReAct tool call; `specialist`: the team's plan). Unset: the config's.",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -60,6 +66,14 @@ class ChatCompletionRequest(_Wire):
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class ResumeRequest(_Wire):
+    """POST /v1/sessions/{id}/resume: go on with the session's paused or unfinished agent run."""
+
+    approve: bool = Field(True, description="False declines the pending tool call or plan; the run then answers.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
 
 
 class Usage(BaseModel):
@@ -84,12 +98,15 @@ class Extension(BaseModel):
 
     On a response or a stream's finish chunk: the sources the answer cites, and why an agent's tool loop ended
     (`answered`, `repeated_call`, `step_budget`, `token_budget`). While an agent streams: one chunk with an empty
-    delta per progress event, `{"type": "tool_call" | "tool_result", "tool", "arguments", "observation", "error"}`.
+    delta per progress event, `{"type": "tool_call" | "tool_result" | "paused", "tool", "arguments",
+    "observation", "error"}`. A run paused for approval ends with `run`: `{"status": "paused", "next": [nodes],
+    "pending": [tool calls or sub-tasks], "resume": "/v1/sessions/<id>/resume"}`.
     """
 
     citations: list[dict[str, Any]] = Field(default_factory=list)
     stop_reason: str | None = None
     event: dict[str, Any] | None = None
+    run: dict[str, Any] | None = None  # a run paused for approval: {status, next, pending, resume}
 
 
 class ChatCompletion(BaseModel):

@@ -74,4 +74,7 @@ def to_chat_request(request: ChatCompletionRequest, limits: ServerConfig, sessio
         seed=request.seed,
         ignore_eos=request.ignore_eos,
     )
-    return ChatRequest(model=request.model, messages=messages, sampling=sampling, session_id=session_id)
+    interrupts = tuple(request.interrupt_before) if request.interrupt_before is not None else None
+    return ChatRequest(
+        model=request.model, messages=messages, sampling=sampling, session_id=session_id, interrupt_before=interrupts
+    )

@@ -1,0 +1,162 @@
+"""Agent runs with checkpoints (LangGraph's in-memory saver) and scripted engines: pause for approval, approve,
+decline, status, per-run state reset on a session's thread, and the errors of bad interrupts and resumes."""
+
+import json
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from chimera.agent_runs import (
+    DECLINED,
+    AgentRuns,
+    InvalidInterruptError,
+    NothingToResumeError,
+    RunOutcome,
+    RunSettings,
+)
+from chimera.agents.state import ProgressEvent, checkpoint_serializer
+from chimera.config import AgentConfig
+from chimera.messages import ChatMessage
+from chimera.models.expert import Expert
+from chimera.models.specs import EXPERT_NAMES, ExpertSpec
+from chimera.tools.calculator import Calculator
+from tests.unit.fakes import ScriptedEngine
+
+pytestmark = pytest.mark.unit
+
+SPEC = ExpertSpec(engine="fake", system_prompt="You are a test expert.")
+NONE = json.dumps({"tool": "none"})
+CALL = json.dumps({"tool": "calculator", "arguments": {"expression": "17 * 23"}})
+QUESTION = [ChatMessage(role="user", content="What is 17 * 23?")]
+
+
+def _runs(scripts: dict[str, list[str]], *, checkpointer: bool = True) -> tuple[AgentRuns, dict[str, ScriptedEngine]]:
+    engines = {name: ScriptedEngine(scripts.get(name, [])) for name in EXPERT_NAMES}
+    experts = {name: Expert(name, SPEC, engine, "fake") for name, engine in engines.items()}  # type: ignore[arg-type]
+    runs = AgentRuns(
+        experts=experts,  # type: ignore[arg-type]
+        tools={"calculator": Calculator()},
+        agent=AgentConfig(max_steps=3),
+        checkpointer=InMemorySaver(serde=checkpoint_serializer()) if checkpointer else None,
+    )
+    return runs, engines
+
+
+async def _collect(deltas) -> tuple[str, list[ProgressEvent]]:
+    text, events = "", []
+    async for d in deltas:
+        if isinstance(d, str):
+            text += d
+        else:
+            events.append(d)
+    return text, events
+
+
+async def test_react_run_pauses_before_the_tool_call_and_resumes_when_approved() -> None:
+    runs, engines = _runs({"math": [CALL, NONE, "It is 391."]})
+    outcome = RunOutcome()
+    settings = RunSettings("react", "math", interrupt_before=("act",))
+    text, events = await _collect(runs.run(settings, QUESTION, "s1", outcome))
+    assert (outcome.status, outcome.next, text) == ("paused", ("act",), "")
+    assert outcome.pending == [{"tool": "calculator", "arguments": {"expression": "17 * 23"}}]
+    assert [e.kind for e in events] == ["paused"]
+    status = await runs.status("s1")
+    assert (status.status, status.graph, status.next, status.reason) == ("paused", "react", ("act",), "approval")
+
+    resumed = RunOutcome()
+    settings_back, deltas = await runs.resume("s1", approve=True, outcome=resumed)
+    text, events = await _collect(deltas)
+    assert settings_back == settings  # graph, expert and interrupts come back from the checkpoint metadata
+    assert text == "It is 391." and resumed.status == "done" and resumed.stop_reason == "answered"
+    assert [(e.kind, e.observation) for e in events] == [("tool_call", None), ("tool_result", "391")]
+    assert resumed.question == QUESTION[0]
+    assert engines["math"].replies == []
+    assert (await runs.status("s1")).status == "done"
+
+
+async def test_declined_tool_call_becomes_an_observation_and_the_run_answers() -> None:
+    runs, engines = _runs({"math": [CALL, NONE, "I could not calculate it."]})
+    await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s2", RunOutcome()))
+    resumed = RunOutcome()
+    _, deltas = await runs.resume("s2", approve=False, outcome=resumed)
+    text, events = await _collect(deltas)
+    assert text == "I could not calculate it." and resumed.status == "done"
+    assert events == []  # nothing ran
+    decision_prompt = engines["math"].requests[1].messages
+    assert any(DECLINED in m.content for m in decision_prompt)  # the model heard that the user declined
+
+
+async def test_every_tool_call_of_an_approved_run_pauses_again() -> None:
+    second = json.dumps({"tool": "calculator", "arguments": {"expression": "391 + 1"}})
+    runs, _ = _runs({"math": [CALL, second, NONE, "392."]})
+    settings = RunSettings("react", "math", interrupt_before=("act",))
+    await _collect(runs.run(settings, QUESTION, "s3", RunOutcome()))
+    outcome = RunOutcome()
+    _, deltas = await runs.resume("s3", approve=True, outcome=outcome)
+    await _collect(deltas)
+    assert outcome.status == "paused" and outcome.pending[0]["arguments"] == {"expression": "391 + 1"}
+    outcome = RunOutcome()
+    _, deltas = await runs.resume("s3", approve=True, outcome=outcome)
+    text, _ = await _collect(deltas)
+    assert text == "392." and outcome.status == "done"
+
+
+async def test_a_new_turn_on_the_session_starts_from_a_clean_state() -> None:
+    runs, _ = _runs({"math": [CALL, NONE, "391.", NONE, "Hello."]})
+    first = RunOutcome()
+    await _collect(runs.run(RunSettings("react", "math"), QUESTION, "s4", first))
+    second = RunOutcome()
+    text, events = await _collect(
+        runs.run(RunSettings("react", "math"), [ChatMessage(role="user", content="hi")], "s4", second)
+    )
+    assert text == "Hello." and events == [] and second.citations == []
+    snapshot = await runs._graphs["react"].aget_state({"configurable": {"thread_id": "s4"}})
+    assert snapshot.values["tool_calls"] == [] and snapshot.values["steps"] == 1
+    assert second.prompt_tokens < first.prompt_tokens + 10  # token counters were reset, not summed
+
+
+async def test_team_pauses_after_planning_and_a_declined_plan_still_gets_an_answer() -> None:
+    plan = json.dumps({"tasks": [{"agent": "math", "task": "Compute 17 * 23"}]})
+    runs, engines = _runs({"chat": [plan, "The user declined; no result."]})
+    outcome = RunOutcome()
+    await _collect(runs.run(RunSettings("team", "chat", interrupt_before=("specialist",)), QUESTION, "t1", outcome))
+    assert outcome.status == "paused" and outcome.pending == [{"agent": "math", "task": "Compute 17 * 23"}]
+    resumed = RunOutcome()
+    _, deltas = await runs.resume("t1", approve=False, outcome=resumed)
+    text, _ = await _collect(deltas)
+    assert text == "The user declined; no result." and resumed.stop_reason == "math:declined"
+    assert DECLINED in engines["chat"].requests[-1].messages[-1].content
+    assert engines["math"].requests == []  # the specialist never ran
+
+
+async def test_team_stop_reason_names_a_specialist_that_ran_out_of_steps() -> None:
+    plan = json.dumps({"tasks": [{"agent": "math", "task": "Compute"}]})
+    loop = [json.dumps({"tool": "calculator", "arguments": {"expression": f"{i} + 1"}}) for i in range(4)]
+    runs, _ = _runs({"chat": [plan, "Done."], "math": [*loop, "Partial."]})
+    outcome = RunOutcome()
+    await _collect(runs.run(RunSettings("team", "chat"), QUESTION, "t2", outcome))
+    assert outcome.status == "done" and outcome.stop_reason == "math:step_budget"
+
+
+@pytest.mark.parametrize(("graph", "names"), [("react", ("specialist",)), ("team", ("act",)), ("react", ("nope",))])
+def test_interrupts_must_name_nodes_of_the_graph(graph: str, names: tuple[str, ...]) -> None:
+    with pytest.raises(InvalidInterruptError, match="is not a node of the"):
+        AgentRuns.check_interrupts(graph, names)  # type: ignore[arg-type]
+
+
+async def test_resume_without_a_paused_run_is_refused() -> None:
+    runs, _ = _runs({"math": [NONE, "391."]})
+    with pytest.raises(NothingToResumeError, match="has no agent run"):
+        await runs.resume("never-ran", approve=True, outcome=RunOutcome())
+    await _collect(runs.run(RunSettings("react", "math"), QUESTION, "s5", RunOutcome()))
+    with pytest.raises(NothingToResumeError, match="has finished"):
+        await runs.resume("s5", approve=True, outcome=RunOutcome())
+    assert (await runs.status("never-ran")).status == "none"
+
+
+async def test_interrupts_need_a_checkpointer() -> None:
+    runs, _ = _runs({}, checkpointer=False)
+    with pytest.raises(InvalidInterruptError, match="needs a checkpointer"):
+        await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s6", RunOutcome()))
+    with pytest.raises(NothingToResumeError, match="not checkpointed"):
+        await runs.resume("s6", approve=True, outcome=RunOutcome())
