@@ -203,7 +203,7 @@ class AgentRuns:
         paused_for_approval = bool(set(snapshot.next) & set(settings.interrupt_before))
         reason: Literal["approval", "interrupted"] = "approval" if paused_for_approval else "interrupted"
         return RunStatus(
-            session, "paused", settings.graph, tuple(snapshot.next), _pending(settings.graph, snapshot.values), reason
+            session, "paused", settings.graph, _nodes(snapshot.next), _pending(settings.graph, snapshot.values), reason
         )
 
     async def _paused(self, session: str) -> tuple[RunSettings, Any]:
@@ -241,6 +241,7 @@ class AgentRuns:
                 context=context,
                 stream_mode=["custom", "values"],
                 interrupt_before=list(settings.interrupt_before) or None,
+                durability="sync",  # each step is in Redis before the next starts: a kill loses at most one
             ):
                 if mode == "custom":
                     yield chunk
@@ -248,7 +249,7 @@ class AgentRuns:
                     final = cast("dict[str, Any]", chunk)
             snapshot = await graph.aget_state(config) if self.checkpointer is not None else None
             if snapshot is not None and snapshot.next:
-                outcome.status, outcome.next = "paused", tuple(snapshot.next)
+                outcome.status, outcome.next = "paused", _nodes(snapshot.next)
                 outcome.pending = _pending(settings.graph, snapshot.values)
                 span.set_attribute("chimera.agent.paused_before", ",".join(snapshot.next))
                 for item in outcome.pending:
@@ -303,6 +304,11 @@ class AgentRuns:
             answer_sampling=sampling,
             trace_parent=parent,
         )
+
+
+def _nodes(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """Node names of a snapshot's next tasks, each once (parallel `Send`s name one node many times)."""
+    return tuple(dict.fromkeys(tasks))
 
 
 def _pending(graph: GraphName, values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ from chimera.tools.search.analysis import words
 from chimera.tools.search.bm25 import BM25Index
 from chimera.tools.search.types import Section
 
-_PASSAGE_WORDS = 120
-_OVERLAP_WORDS = 16
+_PASSAGE_WORDS = 40  # small passages: a recall answer is a few focused excerpts
+_OVERLAP_WORDS = 6
 _READ_BLOCK_CHARS = 1 << 20  # passages are cut and sent per MiB, so a 10 MB read never holds all its passages
 _CACHED_SESSIONS = 8
 
@@ -94,7 +94,7 @@ class ExtractiveMemory(LongMemory):
                 index = cached[1]
             else:
                 raw = await self._redis.lrange(passages_key, 0, count - 1)
-                index = BM25Index()
+                index = BM25Index(idf="lucene")  # a session may hold a handful of passages
                 await asyncio.to_thread(index.add, [_text(p) for p in raw])
                 self._cache(session, version, index)
             scores = await asyncio.to_thread(index.scores, query)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,7 +38,6 @@ from langgraph.checkpoint.conformance.spec import (
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_config, generate_metadata
 
 from chimera.memory.checkpoint import CheckpointError, CorruptCheckpointError, RedisCheckpointSaver, session_config
-from chimera.memory.redis_server import EmbeddedRedis
 from chimera.memory.sessions.base import InvalidSessionIdError
 
 pytestmark = pytest.mark.integration
@@ -56,14 +55,6 @@ SUITE_SIZE = sum(
         test_copy_thread.ALL_COPY_THREAD_TESTS,
     )
 )
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    url = server.start()
-    yield url
-    server.stop()
 
 
 def _prefix() -> str:

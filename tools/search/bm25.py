@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,10 +44,15 @@ class BM25Index:
 
     Args:
         k1, b, epsilon: BM25Okapi's parameters, with its defaults.
+        idf: `okapi` is rank_bm25's (negative for terms in over half the documents, floored at `epsilon` times
+            the mean); `lucene` is log(1 + (N - df + 0.5) / (df + 0.5)), always positive, which ranks sensibly
+            in corpora of a few documents (a session's memory) where okapi's idf turns negative.
     """
 
-    def __init__(self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
-        self.k1, self.b, self.epsilon = k1, b, epsilon
+    def __init__(
+        self, *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25, idf: Literal["okapi", "lucene"] = "okapi"
+    ) -> None:
+        self.k1, self.b, self.epsilon, self.idf_kind = k1, b, epsilon, idf
         self._vocab: dict[str, int] = {}
         self._tf = sp.csr_matrix((0, 0), dtype=np.float64)  # (N, V) term counts
         self._doc_len = np.zeros(0, dtype=np.float64)  # (N,)
@@ -105,7 +111,7 @@ class BM25Index:
                 out[weights.indices[lo:hi]] += weights.data[lo:hi]
             return out
         tf_cols = self._tf.tocsc()
-        idf_of = _idf_table(stats, self.epsilon)
+        idf_of = _idf_table(stats, self.epsilon, self.idf_kind)
         avgdl = stats.total_len / stats.n_docs
         for term in tokens:
             j = self._vocab.get(term)
@@ -168,9 +174,12 @@ class BM25Index:
         df = np.diff(tf.indptr).astype(np.float64)
         present = df > 0
         raw = np.zeros_like(df)
-        raw[present] = np.log(n - df[present] + 0.5) - np.log(df[present] + 0.5)
+        if self.idf_kind == "lucene":
+            raw[present] = np.log1p((n - df[present] + 0.5) / (df[present] + 0.5))
+        else:
+            raw[present] = np.log(n - df[present] + 0.5) - np.log(df[present] + 0.5)
         idf = raw.copy()
-        if present.any():
+        if present.any() and self.idf_kind == "okapi":
             floor = self.epsilon * (raw[present].sum() / present.sum())
             idf[present & (raw < 0)] = floor
         avgdl = self._doc_len.sum() / n
@@ -181,9 +190,11 @@ class BM25Index:
         return self._weights, self._idf
 
 
-def _idf_table(stats: BM25Stats, epsilon: float) -> dict[str, float]:
-    """BM25Okapi idf of every term of `stats`, with its floor for terms in more than half the documents."""
+def _idf_table(stats: BM25Stats, epsilon: float, kind: Literal["okapi", "lucene"]) -> dict[str, float]:
+    """The idf of every term of `stats` (okapi: with its floor for terms in more than half the documents)."""
     n = stats.n_docs
+    if kind == "lucene":
+        return {t: math.log1p((n - f + 0.5) / (f + 0.5)) for t, f in stats.df.items() if f > 0}
     idf = {t: math.log(n - f + 0.5) - math.log(f + 0.5) for t, f in stats.df.items() if f > 0}
     if not idf:
         return idf
