@@ -119,12 +119,14 @@ class AgentRuns:
         agent: AgentConfig,
         checkpointer: "BaseCheckpointSaver | None" = None,
         memory: LongMemory | None = None,
+        recall_max_tokens: int = 128,
     ) -> None:
         self.experts = experts
         self.tools = tools
         self.agent = agent
         self.checkpointer = checkpointer
         self.memory = memory
+        self.recall_max_tokens = recall_max_tokens
         self._graphs: dict[GraphName, CompiledStateGraph] = {
             "react": build_react_graph(checkpointer),
             "team": build_team_graph(checkpointer),
@@ -283,7 +285,7 @@ class AgentRuns:
             sampling = SamplingOverrides(**{**asdict(sampling), "max_tokens": self.agent.answer_max_tokens})
         tools = {name: tool for name, tool in self.tools.items() if tool.available()}
         if self.memory is not None and (await self.memory.state_info(session)).tokens_read > 0:
-            tools[Recall.name] = Recall(self.memory, session)
+            tools[Recall.name] = Recall(self.memory, session, max_tokens=self.recall_max_tokens)
         if settings.graph == "team":
             return TeamContext(
                 experts=self.experts,

@@ -17,20 +17,18 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from chimera.agent_runs import GRAPH_NODES, AgentRuns, Delta, GraphName, RunOutcome, RunSettings, RunStatus
-from chimera.config import AgentConfig
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
-from chimera.memory.long_context.base import LongMemory, LongMemoryError
+from chimera.memory.long_context.base import LongMemoryError
 from chimera.memory.sessions.base import SessionStore, check_session_id
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
-from chimera.tools.base import Tool
 from chimera.tools.search.types import Citation
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.base import BaseCheckpointSaver
+    pass
 
 _tracer = trace.get_tracer("chimera.chat")
 log = logging.getLogger(__name__)
@@ -108,22 +106,18 @@ class ChatService:
         router: Router,
         sessions: SessionStore,
         rails: Rails,
-        tools: dict[str, Tool],
-        agent: AgentConfig,
+        runs: AgentRuns,
         load: Callable[[], Mapping[ExpertName, ExpertLoad]] | None = None,
-        checkpointer: "BaseCheckpointSaver | None" = None,
-        memory: LongMemory | None = None,
         read_after_turn: bool = True,
     ) -> None:
         self.experts = experts
         self.router = router
         self.sessions = sessions
         self.rails = rails
-        self.agent = agent
+        self.runs = runs
         self.load = load or dict
-        self.memory = memory
-        self.read_after_turn = read_after_turn and memory is not None
-        self.runs = AgentRuns(experts=experts, tools=tools, agent=agent, checkpointer=checkpointer, memory=memory)
+        self.memory = runs.memory
+        self.read_after_turn = read_after_turn and runs.memory is not None
         self._reads: set[asyncio.Task[None]] = set()  # background memory reads of finished turns
 
     def resolve(self, model: str) -> ExpertName | None:
@@ -171,7 +165,7 @@ class ChatService:
                 graph: GraphName = "team" if request.model == TEAM_MODEL else "react"
                 interrupts: tuple[str, ...]
                 if request.interrupt_before is None:  # the config's, for whichever graph has those nodes
-                    interrupts = tuple(n for n in self.agent.interrupt_before if n in GRAPH_NODES[graph])
+                    interrupts = tuple(n for n in self.runs.agent.interrupt_before if n in GRAPH_NODES[graph])
                 else:
                     interrupts = self.runs.check_interrupts(graph, request.interrupt_before)
                 settings = RunSettings(graph, decision.expert, request.sampling, interrupts)

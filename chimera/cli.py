@@ -1,4 +1,4 @@
-"""`chimera` command line: serve, chat, models, route, router, ingest, search, eval, traces."""
+"""`chimera` command line: serve, chat, models, route, router, ingest, search, eval, memory, traces."""
 
 import argparse
 import logging
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from chimera.config import ChimeraConfig, load_config
 from chimera.errors import ChimeraError
+from chimera.memory_cli import add_memory_commands
 
 DEFAULT_CONFIG = "configs/local.yaml"
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--json", type=Path, help="also write the report here")
     ev.add_argument("--max-queries", type=int, help="score only the first N judged queries")
     ev.set_defaults(func=_eval_retrieval)
+
+    add_memory_commands(sub)
 
     p = sub.add_parser("traces", help="print recent traces as trees")
     p.add_argument("--last", type=int, default=1, help="how many of the newest traces (default 1)")

@@ -204,8 +204,9 @@ class MemoryConfig(_Frozen):
     read_chunk_tokens: int = Field(2048, ge=16, le=8192, description="Tokens fed to the model per forward pass.")
     recall_max_tokens: int = Field(128, gt=0, le=4096, description="Default length of a recalled answer.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and state dtype.")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved for the memory model actor.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for the memory model actor.")
+    replicas: int = Field(1, ge=1, le=64, description="Memory model actors; sessions are spread over them.")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved for each memory model actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for each memory model actor.")
     read_after_turn: bool = Field(True, description="Read each finished chat turn into the session's memory.")
 
 

