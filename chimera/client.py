@@ -31,6 +31,7 @@ class ChatReply:
     finish_reason: str
     usage: dict[str, int]
     citations: tuple[dict[str, Any], ...] = ()  # the passages the answer cites: n, id, source, page, text
+    paused: dict[str, Any] | None = None  # an agent run awaiting approval: next nodes, pending work (see `resume`)
 
 
 class Client:
@@ -42,21 +43,37 @@ class Client:
 
     def chat(self, message: str | list[dict[str, str]], *, model: str = "chimera",
              session_id: str | None = None, **params: Any) -> ChatReply:  # fmt: skip
-        """Ask once; `message` is a user text or a list of OpenAI-style messages."""
-        response = self._post(message, model, session_id, stream=False, params=params)
-        body = response.json()
-        choice = body["choices"][0]
-        return ChatReply(
-            text=choice["message"]["content"],
-            model=body["model"],
-            expert=response.headers.get("x-chimera-expert", ""),
-            route_confidence=float(response.headers.get("x-chimera-route-confidence", "0")),
-            trace_id=response.headers.get("x-chimera-trace-id", ""),
-            session_id=response.headers.get("x-session-id", ""),
-            finish_reason=choice["finish_reason"],
-            usage=body["usage"],
-            citations=tuple(body.get("chimera", {}).get("citations", [])),
-        )
+        """Ask once; `message` is a user text or a list of OpenAI-style messages.
+
+        Agent models take `interrupt_before=["act"]` (or `["specialist"]` for the team): the reply then comes back
+        `paused` before each tool call (or the team's plan) until `resume` approves or declines it.
+        """
+        body = {"model": model, "messages": _messages(message), "stream": False, **params}
+        return _reply(self._send("/v1/chat/completions", body, session_id))
+
+    def resume(self, session_id: str, *, approve: bool = True) -> ChatReply:
+        """Continue the session's paused agent run (or one a restart cut short); `approve=False` declines."""
+        return _reply(self._send(f"/v1/sessions/{session_id}/resume", {"approve": approve}, None))
+
+    def run_status(self, session_id: str) -> dict[str, Any]:
+        """The session's last agent run: `status` none, done or paused, with `next`, `pending` and `reason`."""
+        try:
+            response = self._http.get(f"/v1/sessions/{session_id}/run")
+        except httpx.HTTPError as e:
+            raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
+        if response.status_code != 200:
+            raise _error(response)
+        return response.json()
+
+    def _send(self, path: str, body: dict[str, Any], session_id: str | None) -> httpx.Response:
+        headers = {"x-session-id": session_id} if session_id else {}
+        try:
+            response = self._http.post(path, json=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
+        if response.status_code != 200:
+            raise _error(response)
+        return response
 
     def stream(self, message: str | list[dict[str, str]], *, model: str = "chimera",
                session_id: str | None = None, **params: Any) -> Iterator[str]:  # fmt: skip
@@ -86,17 +103,23 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _post(self, message: str | list[dict[str, str]], model: str, session_id: str | None, *,
-              stream: bool, params: dict[str, Any]) -> httpx.Response:  # fmt: skip
-        body = {"model": model, "messages": _messages(message), "stream": stream, **params}
-        headers = {"x-session-id": session_id} if session_id else {}
-        try:
-            response = self._http.post("/v1/chat/completions", json=body, headers=headers)
-        except httpx.HTTPError as e:
-            raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
-        if response.status_code != 200:
-            raise _error(response)
-        return response
+
+def _reply(response: httpx.Response) -> ChatReply:
+    body = response.json()
+    choice = body["choices"][0]
+    extension = body.get("chimera", {})
+    return ChatReply(
+        text=choice["message"]["content"],
+        model=body["model"],
+        expert=response.headers.get("x-chimera-expert", ""),
+        route_confidence=float(response.headers.get("x-chimera-route-confidence", "0")),
+        trace_id=response.headers.get("x-chimera-trace-id", ""),
+        session_id=response.headers.get("x-session-id", ""),
+        finish_reason=choice["finish_reason"],
+        usage=body["usage"],
+        citations=tuple(extension.get("citations", [])),
+        paused=extension.get("run"),
+    )
 
 
 def _messages(message: str | list[dict[str, str]]) -> list[dict[str, str]]:

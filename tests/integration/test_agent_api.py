@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from chimera.client import Client, ClientError
 from tests.integration.conftest import TestServer
 
 pytestmark = pytest.mark.integration
@@ -111,3 +112,21 @@ def test_bad_resumes_get_clear_errors(http: httpx.Client, path: str, body: Any, 
     response = http.post(path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == status and response.json()["error"]["code"] == code, response.text
     assert http.get("/v1/sessions/never-seen/run").json()["status"] == "none"
+
+
+def test_sdk_pauses_reports_and_resumes(server: TestServer) -> None:
+    client = Client(server.url)
+    session = _session()
+    reply = client.chat("What is 2 + 2?", model="chimera-react", session_id=session, interrupt_before=["decide"],
+                        max_tokens=16)  # fmt: skip
+    assert reply.paused is not None and reply.paused["next"] == ["decide"]
+    assert client.run_status(session)["status"] == "paused"
+    for _ in range(4):
+        reply = client.resume(session)
+        if reply.paused is None:
+            break
+    assert reply.paused is None and reply.text.strip() and reply.session_id == session
+    with pytest.raises(ClientError, match="HTTP 409") as e:
+        client.resume(session)
+    assert e.value.status == 409
+    client.close()
