@@ -132,6 +132,25 @@ class AgentRuns:
             "team": build_team_graph(checkpointer),
         }
 
+    def settings(
+        self,
+        graph: GraphName,
+        expert: ExpertName,
+        sampling: SamplingOverrides,
+        interrupt_before: tuple[str, ...] | None = None,
+    ) -> RunSettings:
+        """A new run's settings: the request's interrupts (checked), else the config's that name `graph`'s nodes.
+
+        Raises:
+            InvalidInterruptError: the request named a node `graph` does not have.
+        """
+        interrupts: tuple[str, ...]
+        if interrupt_before is None:
+            interrupts = tuple(n for n in self.agent.interrupt_before if n in GRAPH_NODES[graph])
+        else:
+            interrupts = self.check_interrupts(graph, interrupt_before)
+        return RunSettings(graph, expert, sampling, interrupts)
+
     @staticmethod
     def check_interrupts(graph: GraphName, names: tuple[str, ...]) -> tuple[str, ...]:
         """`names` if each is a node of `graph`.

@@ -11,12 +11,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from chimera.agent_runs import GRAPH_NODES, AgentRuns, Delta, GraphName, RunOutcome, RunSettings, RunStatus
+from chimera.agent_runs import AgentRuns, Delta, GraphName, RunOutcome, RunStatus
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
 from chimera.memory.long_context.base import LongMemoryError
@@ -26,9 +25,6 @@ from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
 from chimera.tools.search.types import Citation
-
-if TYPE_CHECKING:
-    pass
 
 _tracer = trace.get_tracer("chimera.chat")
 log = logging.getLogger(__name__)
@@ -163,12 +159,7 @@ class ChatService:
             expert = self.experts[decision.expert]
             if request.model in AGENT_MODELS:
                 graph: GraphName = "team" if request.model == TEAM_MODEL else "react"
-                interrupts: tuple[str, ...]
-                if request.interrupt_before is None:  # the config's, for whichever graph has those nodes
-                    interrupts = tuple(n for n in self.runs.agent.interrupt_before if n in GRAPH_NODES[graph])
-                else:
-                    interrupts = self.runs.check_interrupts(graph, request.interrupt_before)
-                settings = RunSettings(graph, decision.expert, request.sampling, interrupts)
+                settings = self.runs.settings(graph, decision.expert, request.sampling, request.interrupt_before)
                 deltas = _agent(self.runs.run(settings, conversation, session_id, outcome.run, parent), outcome)
             else:
                 deltas = self._run_expert(expert, conversation, request.sampling, outcome, parent)
