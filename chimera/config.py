@@ -198,12 +198,15 @@ class MemoryConfig(_Frozen):
 
     checkpoint: Path | None = Field(
         None,
-        description="Local folder of a Mamba-2 family checkpoint (Mamba2, Zamba2, Bamba, Nemotron-H, "
-        "Granite-4.0-H). Unset: extractive recall (BM25 over the session's stored text).",
+        description="Local folder of a pure Mamba-2 checkpoint (transformers `mamba2`; Mamba-1 and attention "
+        "hybrids are refused: see models/memory/families.py). Unset: extractive recall (BM25 over the session's "
+        "stored text).",
     )
     read_chunk_tokens: int = Field(2048, ge=16, le=8192, description="Tokens fed to the model per forward pass.")
     recall_max_tokens: int = Field(128, gt=0, le=4096, description="Default length of a recalled answer.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and state dtype.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype; the conv state follows it, the SSM state stays float32."
+    )
     replicas: int = Field(1, ge=1, le=64, description="Memory model actors; sessions are spread over them.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved for each memory model actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for each memory model actor.")

@@ -60,8 +60,9 @@ class LongMemory(ABC):
         """Add `text` to the session's memory (reads to one session are serialized)."""
 
     @abstractmethod
-    async def recall(self, session: str, query: str, max_tokens: int = 128) -> Recollection:
-        """Answer `query` from the session's memory without changing what is stored."""
+    async def recall(self, session: str, query: str, max_tokens: int | None = None) -> Recollection:
+        """Answer `query` from the session's memory without changing what is stored (at most `max_tokens`
+        tokens; None: the memory's default)."""
 
     @abstractmethod
     async def state_info(self, session: str) -> MemoryInfo:

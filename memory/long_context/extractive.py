@@ -26,6 +26,7 @@ _PASSAGE_WORDS = 40  # small passages: a recall answer is a few focused excerpts
 _OVERLAP_WORDS = 6
 _READ_BLOCK_CHARS = 1 << 20  # passages are cut and sent per MiB, so a 10 MB read never holds all its passages
 _CACHED_SESSIONS = 8
+_DEFAULT_RECALL_WORDS = 128
 
 
 def _count_words(text: str) -> int:
@@ -77,7 +78,8 @@ class ExtractiveMemory(LongMemory):
     def _passages(self, text: str) -> list[str]:
         return [s.text for s in self._chunker.chunk([Section(text)]) if s.text.strip()]
 
-    async def recall(self, session: str, query: str, max_tokens: int = 128) -> Recollection:
+    async def recall(self, session: str, query: str, max_tokens: int | None = None) -> Recollection:
+        max_tokens = max_tokens or _DEFAULT_RECALL_WORDS
         passages_key, _ = self._keys(session)
         _, info_key = self._keys(session)
         try:

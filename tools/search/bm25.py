@@ -132,9 +132,9 @@ class BM25Index:
         (directory / "bm25_vocab.json").write_text(json.dumps(list(self._vocab)))
 
     @classmethod
-    def load(cls, directory: Path, **params: float) -> BM25Index:
-        """Read an index written by `save`."""
-        index = cls(**params)
+    def load(cls, directory: Path) -> BM25Index:
+        """Read an index written by `save` (with the default parameters)."""
+        index = cls()
         index._tf = sp.load_npz(directory / "bm25_tf.npz").tocsr()
         index._doc_len = np.load(directory / "bm25_doc_len.npy")
         index._vocab = {t: j for j, t in enumerate(json.loads((directory / "bm25_vocab.json").read_text()))}
