@@ -3,33 +3,32 @@ survive the replica that read them, recall never touches what is stored, concurr
 serialize across replicas, bad states are refused without killing the actor, and 10 MB stream in bounded memory."""
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import torch
+import yaml
 
 from chimera.config import MemoryConfig
 from chimera.memory.long_context.base import CorruptStateError, MemoryInfo, StateMismatchError
+from chimera.memory.long_context.factory import build_long_memory, describe
 from chimera.memory.long_context.mamba import MambaMemory
 from chimera.memory.long_context.state_store import state_key
-from chimera.memory.redis_server import EmbeddedRedis
 from chimera.models.memory.mamba import MemoryModel
 from chimera.models.memory.state import MemoryState
+from chimera.tools.recall import Recall
 from tests.unit import tiny_mamba
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).parents[2]
 CHUNK = 4096
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    yield server.start()
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +213,39 @@ async def test_ten_megabytes_stream_in_bounded_memory_while_other_sessions_proce
     assert info.tokens_read > 1_500_000
     assert info.state_bytes == other.state_bytes  # constant state
     assert growth < 100 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB reading 10 MB"
+
+
+async def test_the_factory_and_the_recall_tool_use_the_mamba_memory(
+    ray_local: None, checkpoints: tuple[Path, Path], redis_url: str
+) -> None:
+    memory = build_long_memory(_config(checkpoints[0]), redis_url)
+    try:
+        assert isinstance(memory, MambaMemory) and describe(memory).startswith("mamba")
+        await memory.read("tool-session", tiny_mamba.text(300))
+        answer = await Recall(memory, "tool-session", max_tokens=8).call({"query": "what was read?"})
+        assert isinstance(answer, str) and answer  # random weights: some generated text, from a copy of the state
+        assert (await memory.state_info("tool-session")).tokens_read > 300
+    finally:
+        await memory.close()
+
+
+def test_memory_cli_in_mamba_mode_and_a_refused_checkpoint(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    raw["data_dir"] = str(tmp_path / "data")
+    raw["ray"] = {"num_cpus": 2}
+    doc = tmp_path / "doc.txt"
+    doc.write_text(tiny_mamba.text(2000))
+
+    def chimera(checkpoint: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({**raw, "memory": {"checkpoint": str(checkpoint), "num_cpus": 0.5}}))
+        command = [sys.executable, "-m", "chimera.cli", "--config", str(config), "memory", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    read = chimera(checkpoints[0], "read", str(doc), "--session", "cli")
+    assert read.returncode == 0, read.stderr
+    info = json.loads(read.stdout.strip().splitlines()[-1])
+    assert "memory: mamba" in read.stdout and info["mode"] == "mamba" and info["tokens_read"] > 2000
+    assert info["state_bytes"] > 0
+    refused = chimera(tiny_mamba.save_mamba1(tmp_path / "mamba1"), "info", "--session", "cli")
+    assert refused.returncode == 2 and "mamba2" in refused.stderr.lower()
