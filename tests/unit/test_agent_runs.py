@@ -160,3 +160,17 @@ async def test_interrupts_need_a_checkpointer() -> None:
         await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s6", RunOutcome()))
     with pytest.raises(NothingToResumeError, match="not checkpointed"):
         await runs.resume("s6", approve=True, outcome=RunOutcome())
+
+
+async def test_react_and_team_runs_can_take_turns_on_one_session() -> None:
+    plan = json.dumps({"tasks": [{"agent": "math", "task": "Compute 17 * 23"}]})
+    math = [CALL, NONE, "391.", NONE, "Math: 391.", NONE, "391 again."]  # react, then the team's math specialist
+    runs, _ = _runs({"math": math, "chat": [plan, "Team says 391."]})
+    texts = []
+    for graph, expert in (("react", "math"), ("team", "chat"), ("react", "math")):
+        outcome = RunOutcome()
+        text, _ = await _collect(runs.run(RunSettings(graph, expert), QUESTION, "mixed", outcome))  # type: ignore[arg-type]
+        assert outcome.status == "done"
+        texts.append(text)
+    assert texts == ["391.", "Team says 391.", "391 again."]
+    assert (await runs.status("mixed")).status == "done"
