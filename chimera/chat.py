@@ -17,7 +17,7 @@ from opentelemetry.context import Context
 
 from chimera.agent_runs import AgentRuns, Delta, GraphName, RunOutcome, RunStatus
 from chimera.errors import ChimeraError
-from chimera.guardrails.base import Rails
+from chimera.guardrails.base import RailResult, Rails
 from chimera.memory.long_context.base import LongMemoryError
 from chimera.memory.sessions.base import SessionStore, check_session_id
 from chimera.messages import ChatMessage
@@ -69,6 +69,7 @@ class ChatOutcome:
     citations: list[Citation] = field(default_factory=list)  # passages the agent's answer drew on
     stop_reason: str | None = None  # why the agent's tool loop ended (answered, repeated_call, step/token budget)
     run: RunOutcome = field(default_factory=RunOutcome)  # agent runs: done, or paused awaiting approval
+    guardrail: str | None = None  # the input rail that refused the request (x-chimera-guardrail)
 
     def took(self, run: RunOutcome) -> None:
         """Take the finished (or paused) agent run's figures."""
@@ -144,6 +145,7 @@ class ChatService:
         with _tracer.start_as_current_span("guardrails.input", context=parent) as span:
             verdict = await self.rails.check_input(conversation)
             span.set_attributes({"chimera.rails.enabled": self.rails.enabled, "chimera.rails.allowed": verdict.allowed})
+            span.set_attributes(_rail_attributes(verdict))
         with _tracer.start_as_current_span("router.route", context=parent) as span:
             if fixed is not None:
                 decision = RouteDecision(expert=fixed, confidence=1.0, explicit=True)
@@ -152,7 +154,7 @@ class ChatService:
             span.set_attributes(decision.as_attributes())
 
         if not verdict.allowed:
-            outcome.finish_reason = "content_filter"
+            outcome.finish_reason, outcome.guardrail = "content_filter", verdict.rail or "input"
             deltas = _once(REFUSAL, outcome)
         else:
             conversation = verdict.messages or conversation
@@ -163,7 +165,8 @@ class ChatService:
                 deltas = _agent(self.runs.run(settings, conversation, session_id, outcome.run, parent), outcome)
             else:
                 deltas = self._run_expert(expert, conversation, request.sampling, outcome, parent)
-        deltas = self._finish(deltas, request.messages, session_id, outcome, parent)
+        # the session keeps the new turn as the model saw it (PII masked by the input rails)
+        deltas = self._finish(deltas, conversation[len(history) :], session_id, outcome, parent)
         first = await anext(deltas, None)
         return ChatStream(request.model, decision, session_id, outcome, _prepend(first, deltas))
 
@@ -213,10 +216,19 @@ class ChatService:
 
         A run paused for approval ends with a note saying how to resume it; its turn is stored when it answers.
         """
+        masking = self.rails.output_stream()  # PII masked as the answer streams, split entities included
         async for delta in deltas:
             if isinstance(delta, str):
+                delta = masking.push(delta)
                 outcome.text += delta
+                if not delta:
+                    continue
             yield delta
+        if tail := masking.flush():
+            outcome.text += tail
+            yield tail
+        if outcome.guardrail:  # a refused request leaves no turn in the session
+            return
         if outcome.run.status == "paused":
             note = paused_note(outcome.run, session_id)
             outcome.text += note
@@ -225,6 +237,7 @@ class ChatService:
         with _tracer.start_as_current_span("guardrails.output", context=parent) as span:
             verdict = await self.rails.check_output(outcome.text)
             span.set_attribute("chimera.rails.enabled", self.rails.enabled)
+            span.set_attributes(_rail_attributes(verdict))
         if not verdict.allowed:
             outcome.finish_reason = "content_filter"
         turn = [m for m in new_messages if m.role != "system"]
@@ -271,6 +284,14 @@ async def _agent(run: AsyncIterator[Delta], outcome: ChatOutcome) -> AsyncIterat
     async for delta in run:
         yield delta
     outcome.took(outcome.run)
+
+
+def _rail_attributes(verdict: RailResult) -> dict[str, str | float]:
+    """Span attributes naming the rail that decided, and its score."""
+    attributes: dict[str, str | float] = {"chimera.rails.rail": verdict.rail} if verdict.rail else {}
+    if verdict.score is not None:
+        attributes["chimera.rails.score"] = round(verdict.score, 4)
+    return attributes
 
 
 async def _once(text: str, outcome: ChatOutcome) -> AsyncIterator[str]:

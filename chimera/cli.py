@@ -48,6 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--embedder", choices=["static", "contextual"], help="features (default: the config's)")
     train.set_defaults(func=_router_train)
 
+    p = sub.add_parser("guard", help="guardrail classifiers")
+    guard_sub = p.add_subparsers(dest="guard_command", required=True)
+    train = guard_sub.add_parser("train", help="train the jailbreak and harmful-request classifiers")
+    train.add_argument("--data", type=Path, required=True, help="JSONL of {text, label, source}")
+    train.add_argument("--out", type=Path, help="heads file (default <data_dir>/guardrails/guard-heads.npz)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--cv", type=int, default=5, help="cross-validation folds for thresholds and reported scores")
+    train.add_argument("--json", type=Path, help="also write the training report here")
+    train.set_defaults(func=_guard_train)
+
     p = sub.add_parser("ingest", help="index files and folders for search (incremental)")
     p.add_argument("paths", nargs="+", type=Path, help="files (PDF, DOCX, HTML, Markdown, text) and folders")
     p.add_argument("--tenant", default="default", help="tenant the documents belong to")
@@ -69,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data", type=Path, required=True, help="JSONL of {text, label}")
     ev.add_argument("--json", type=Path, help="also write the report here")
     ev.set_defaults(func=_eval_router)
+    ev = eval_sub.add_parser("guard", help="score the configured input rails on labelled prompts")
+    ev.add_argument("--data", type=Path, required=True, help="JSONL of {text, label, source}")
+    ev.add_argument("--json", type=Path, help="also write the report here")
+    ev.set_defaults(func=_eval_guard)
     ev = eval_sub.add_parser("retrieval", help="score every retriever on a BEIR-layout folder")
     ev.add_argument("--beir", type=Path, required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
     ev.add_argument("--json", type=Path, help="also write the report here")
@@ -176,6 +190,42 @@ def _eval_router(config: ChimeraConfig, args: argparse.Namespace) -> int:
     report = evaluate_router(build_router(config.router), texts, labels)
     report["data"] = str(args.data)
     report["router"] = config.router.kind
+    _print_report(format_report(report), report, args.json)
+    return 0
+
+
+def _guard_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    from chimera.guardrails.metrics import format_rates
+    from chimera.guardrails.training import train_guard
+
+    if not args.data.is_file():
+        raise ChimeraError(f"no such data file: {args.data}")
+    out = args.out or Path(config.data_dir) / "guardrails" / "guard-heads.npz"
+    heads, report = train_guard(args.data, folds=args.cv, seed=args.seed)
+    heads.save(out)
+    summary = f"thresholds {report.thresholds}; {report.seconds:.0f} s"
+    _print_report(f"{args.cv}-fold CV (thresholds chosen on the other folds)\n" + "\n".join(format_rates(report.cv))
+                  + f"\n\n{summary}", report.as_dict(), args.json)  # fmt: skip
+    print(f"heads written to {out} ({out.stat().st_size} bytes); use them with `guardrails: {{heads: {out}}}`")
+    return 0
+
+
+def _eval_guard(config: ChimeraConfig, args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+
+    from chimera.guardrails.data import load_examples
+    from chimera.guardrails.evaluation import evaluate_guard, format_report
+    from chimera.guardrails.factory import build_rails
+
+    if not args.data.is_file():
+        raise ChimeraError(f"no such data file: {args.data}")
+    examples = load_examples(args.data)
+    with tempfile.TemporaryDirectory(prefix="chimera-eval-guard-") as scratch:
+        # no verdict cache: every prompt pays the full input rails, as a new message does
+        rails = build_rails(config.guardrails.model_copy(update={"enabled": True}), Path(scratch), cache_size=0)
+        report = asyncio.run(evaluate_guard(rails, examples))
+    report["data"] = str(args.data)
     _print_report(format_report(report), report, args.json)
     return 0
 

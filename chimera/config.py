@@ -187,10 +187,52 @@ class SearchConfig(_Frozen):
         return self
 
 
-class GuardrailsConfig(_Frozen):
-    """Input and output rails around every chat request."""
+class SelfCheckConfig(_Frozen):
+    """NeMo's LLM self-check rails (`self check input/output`), asked of an OpenAI-compatible endpoint."""
 
-    enabled: bool = Field(False, description="Run rails; off until the guardrails issue ships its rails.")
+    enabled: bool = Field(False, description="Add the self-check rails; needs a model able to judge policy.")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint of the judging model.")
+    model: str = Field("SmolLM2-135M-Instruct", min_length=1, description="Model name sent to that endpoint.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the endpoint's API key.")
+
+
+def _default_tool_rules() -> dict[str, tuple[str, ...]]:
+    return {"run_python": ("code",), "graph_query": ("cypher",)}
+
+
+class GuardrailsConfig(_Frozen):
+    """NeMo Guardrails rails around every chat request, all offline: input (jailbreak templates, jailbreak and
+    harmful-request classifiers, PII masking), retrieval, tool input (YARA) and output (PII masking)."""
+
+    enabled: bool = Field(True, description="Run the rails (false: everything passes, spans say so).")
+    heads: Path | None = Field(
+        None, description="Classifier heads from `chimera guard train`; unset uses the packaged ones."
+    )
+    jailbreak_threshold: float | None = Field(
+        None, description="Jailbreak score above which input is blocked; unset uses the heads' CV-chosen one."
+    )
+    harmful_threshold: float | None = Field(
+        None, description="Harmful-request score above which input is blocked; unset uses the heads' CV-chosen one."
+    )
+    pii_entities: tuple[str, ...] = Field(
+        ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN"),
+        min_length=1,
+        description="Presidio entity types masked in input, retrieved passages and answers.",
+    )
+    retrieval: Literal["drop", "neutralise"] = Field(
+        "drop",
+        description="A retrieved passage that addresses the model: `drop` it, or `neutralise` (cut those sentences).",
+    )
+    tool_rules: dict[str, tuple[str, ...]] = Field(
+        default_factory=_default_tool_rules,
+        description="YARA rule sets scanned per tool on the text it is sent (`code`, `sqli`, `template`, `xss` "
+        "from NeMo; `cypher` ours).",
+    )
+    max_user_turns: int = Field(8, ge=1, le=256, description="Newest user turns checked per request.")
+    stream_window_chars: int = Field(
+        128, ge=16, le=4096, description="Characters a streamed answer holds back so PII split across deltas is masked."
+    )
+    self_check: SelfCheckConfig = Field(default_factory=SelfCheckConfig, description="LLM self-check rails.")
 
 
 class MemoryConfig(_Frozen):

@@ -15,7 +15,8 @@ from chimera.cluster.load import LoadMonitor
 from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file, worker_env
 from chimera.config import ChimeraConfig
 from chimera.errors import ChimeraError
-from chimera.guardrails.base import DisabledRails
+from chimera.guardrails.factory import build_rails
+from chimera.guardrails.guarded_tool import guard_tool
 from chimera.memory.checkpoint.redis_saver import RedisCheckpointSaver
 from chimera.memory.long_context.base import LongMemory
 from chimera.memory.long_context.factory import build_long_memory, describe
@@ -81,6 +82,7 @@ class Runtime:
             redis_url = self._redis.start()
 
         router = build_router(cfg.router)  # before Ray and the engines: a missing head fails in seconds
+        rails = build_rails(cfg.guardrails, data_dir)  # models, heads and rules load here too
         specs = local_engine_specs(cfg)
         if not ray.is_initialized():
             ray.init(
@@ -127,14 +129,19 @@ class Runtime:
                     documents.get,
                     k=cfg.search.agent_passages,
                     min_similarity=cfg.search.ground_min_similarity,
+                    rails=rails,
                 ),
                 # Opened per call, so that `chimera ingest` can write the embedded store between queries.
-                GraphQuery.name: GraphQuery(
-                    lambda: open_graph_store(cfg.search, cfg.index_dir),
-                    keep_open=False,
-                    available=lambda: documents.get() is not None,
+                GraphQuery.name: guard_tool(
+                    GraphQuery(
+                        lambda: open_graph_store(cfg.search, cfg.index_dir),
+                        keep_open=False,
+                        available=lambda: documents.get() is not None,
+                    ),
+                    rails,
+                    "cypher",
                 ),
-                RunPython.name: RunPython(),
+                RunPython.name: guard_tool(RunPython(), rails, "code"),
             },
             agent=cfg.agent,
             checkpointer=self._checkpointer,
@@ -147,7 +154,7 @@ class Runtime:
             sessions=RedisSessionStore(
                 redis_url, ttl_s=cfg.redis.session_ttl_s, max_messages=cfg.redis.max_session_messages
             ),
-            rails=DisabledRails(),
+            rails=rails,
             runs=runs,
             load=self.load.snapshot,
             read_after_turn=cfg.memory.read_after_turn,

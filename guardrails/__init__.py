@@ -1,1 +1,1 @@
-"""Guardrails around every request: the rails seam now, NeMo Guardrails rails in their own issue."""
+"""Guardrails around every request: NeMo Guardrails rails (input, retrieval, tool input, output) that run offline."""

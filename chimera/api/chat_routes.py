@@ -65,6 +65,8 @@ async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: boo
         "x-chimera-trace-id": trace_id_hex(span),
         "x-session-id": chat.session_id,
     }
+    if chat.outcome.guardrail:  # refused by an input rail: HTTP 200, finish_reason content_filter, and which rail
+        headers["x-chimera-guardrail"] = chat.outcome.guardrail
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if stream:
         body = _sse(chat, model, include_usage, completion_id, span)

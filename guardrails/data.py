@@ -1,0 +1,50 @@
+"""Labelled prompts for the guard classifiers: JSONL rows `{text, label, source}`, labels jailbreak|harmful|benign."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from chimera.guardrails.errors import GuardDataError
+
+Label = Literal["jailbreak", "harmful", "benign"]
+LABELS: tuple[Label, ...] = get_args(Label)
+
+
+@dataclass(frozen=True)
+class GuardExample:
+    """One labelled prompt; `source` names the data set it came from (for per-source rates)."""
+
+    text: str
+    label: Label
+    source: str
+
+
+def load_examples(path: Path) -> list[GuardExample]:
+    """Read a `{text, label, source}` JSONL file (`source` optional: "unknown"); blank lines are skipped.
+
+    Raises:
+        GuardDataError: unreadable file, a line that is not such an object, or an unknown label, as `file:line`.
+    """
+    try:
+        # split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold raw
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GuardDataError(f"{path}: cannot read: {e}") from e
+    examples = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, label, source = row["text"], row["label"], row.get("source", "unknown")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise GuardDataError(f"{path}:{n}: expected a JSON object with `text` and `label` ({e})") from e
+        if not isinstance(text, str) or not isinstance(source, str):
+            raise GuardDataError(f"{path}:{n}: `text` and `source` must be strings")
+        if label not in LABELS:
+            raise GuardDataError(f"{path}:{n}: label {label!r} is not one of {', '.join(LABELS)}")
+        examples.append(GuardExample(text, label, source))
+    if not examples:
+        raise GuardDataError(f"{path}: no examples")
+    return examples
