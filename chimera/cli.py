@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", type=Path, help="heads file (default <data_dir>/guardrails/guard-heads.npz)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--cv", type=int, default=5, help="cross-validation folds for thresholds and reported scores")
+    train.add_argument("--benign", type=Path, action="append", default=[],
+                       help="JSONL (`text`) of more harmless prompts, e.g. the router's data (repeatable)")  # fmt: skip
     train.add_argument("--json", type=Path, help="also write the training report here")
     train.set_defaults(func=_guard_train)
 
@@ -166,8 +168,6 @@ def _router_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
     from chimera.models.router.factory import build_embedder
     from chimera.models.router.training import train_head
 
-    if not args.data.is_file():
-        raise ChimeraError(f"no such data file: {args.data}")
     out = args.out or Path(config.data_dir) / "router" / "gating-head.npz"
     embedder = build_embedder(args.embedder or config.router.embedder, config.router.embedder_max_tokens)
     head, report = train_head(args.data, embedder, seed=args.seed, folds=args.folds)
@@ -198,10 +198,11 @@ def _guard_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
     from chimera.guardrails.metrics import format_rates
     from chimera.guardrails.training import train_guard
 
-    if not args.data.is_file():
-        raise ChimeraError(f"no such data file: {args.data}")
     out = args.out or Path(config.data_dir) / "guardrails" / "guard-heads.npz"
-    heads, report = train_guard(args.data, folds=args.cv, seed=args.seed)
+    for path in [args.data, *args.benign]:
+        if not path.is_file():
+            raise ChimeraError(f"no such data file: {path}")
+    heads, report = train_guard(args.data, benign=args.benign, folds=args.cv, seed=args.seed)
     heads.save(out)
     summary = f"thresholds {report.thresholds}; {report.seconds:.0f} s"
     _print_report(f"{args.cv}-fold CV (thresholds chosen on the other folds)\n" + "\n".join(format_rates(report.cv))

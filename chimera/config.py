@@ -230,7 +230,11 @@ class GuardrailsConfig(_Frozen):
     )
     max_user_turns: int = Field(8, ge=1, le=256, description="Newest user turns checked per request.")
     stream_window_chars: int = Field(
-        128, ge=16, le=4096, description="Characters a streamed answer holds back so PII split across deltas is masked."
+        64,
+        ge=16,
+        le=4096,
+        description="Characters a streamed answer holds back so PII split across deltas is masked (64 covers "
+        "e-mail addresses, phone and card numbers and a spaced IBAN; a longer URL may leave its start unmasked).",
     )
     self_check: SelfCheckConfig = Field(default_factory=SelfCheckConfig, description="LLM self-check rails.")
 

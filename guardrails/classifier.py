@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from chimera.guardrails.errors import GuardModelError
-from chimera.guardrails.features import GuardFeatures
+from chimera.guardrails.features import SHALLOW_LAYERS, SHALLOW_TOKENS, GuardFeatures
 
 TASKS = ("jailbreak", "harmful")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -99,6 +99,12 @@ class GuardHeads:
             raise GuardModelError(f"no guard heads at {path}; train them with `chimera guard train`") from e
         except (KeyError, ValueError, OSError, TypeError) as e:
             raise GuardModelError(f"{path} is not a guard heads file: {e}") from e
+        trained_on = (meta.get("shallow_layers"), meta.get("shallow_tokens"))
+        if trained_on != (SHALLOW_LAYERS, SHALLOW_TOKENS):  # scores of other features would be silently wrong
+            raise GuardModelError(
+                f"{path} was trained on {trained_on[0]} layers x {trained_on[1]} word pieces; this build computes "
+                f"{SHALLOW_LAYERS} x {SHALLOW_TOKENS}: retrain with `chimera guard train`"
+            )
         return cls(heads=heads, meta=meta)
 
 

@@ -48,3 +48,34 @@ def load_examples(path: Path) -> list[GuardExample]:
     if not examples:
         raise GuardDataError(f"{path}: no examples")
     return examples
+
+
+def load_benign(path: Path) -> list[GuardExample]:
+    """Harmless prompts from any JSONL with a `text` field (e.g. the router's training data), labelled benign.
+
+    The guard's dev data has few short everyday questions ("What is 17 * 23?"); without prompts like these a
+    classifier learns that a short question is a harmful one. Each row's source is `<file's folder>:<the part
+    of its own source before any ":">`, so the per-source false-positive budget sees each data set.
+
+    Raises:
+        GuardDataError: unreadable file, or a line that is not an object with a string `text`, as `file:line`.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GuardDataError(f"{path}: cannot read: {e}") from e
+    examples = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, source = row["text"], str(row.get("source", path.stem))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise GuardDataError(f"{path}:{n}: expected a JSON object with `text` ({e})") from e
+        if not isinstance(text, str):
+            raise GuardDataError(f"{path}:{n}: `text` must be a string")
+        examples.append(GuardExample(text, "benign", f"{path.parent.name}:{source.split(':', 1)[0]}"))
+    if not examples:
+        raise GuardDataError(f"{path}: no examples")
+    return examples

@@ -13,7 +13,7 @@ from chimera.guardrails.pii import PiiMasker
 class StreamMasker(OutputStream):
     """Masks PII in one streamed answer; `push` each delta, then `flush` at the end."""
 
-    def __init__(self, masker: PiiMasker, *, window: int = 128) -> None:
+    def __init__(self, masker: PiiMasker, *, window: int = 64) -> None:
         if window < 1:
             raise ValueError("window must be positive")
         self.masker = masker

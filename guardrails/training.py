@@ -7,6 +7,7 @@ and per benign source); the reported CV figures choose each fold's thresholds on
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chimera.guardrails.classifier import TASKS, GuardHeads, TaskHead, mix_scores
-from chimera.guardrails.data import GuardExample, load_examples
+from chimera.guardrails.data import GuardExample, load_benign, load_examples
 from chimera.guardrails.features import SHALLOW_LAYERS, SHALLOW_TOKENS, GuardFeatures, GuardFeaturizer
 from chimera.guardrails.metrics import rates
 from chimera.guardrails.normalize import for_detection
@@ -62,16 +63,28 @@ class _Data:
 
 
 def train_guard(
-    data: Path, featurizer: GuardFeaturizer | None = None, *, folds: int = 5, seed: int = 0
+    data: Path,
+    featurizer: GuardFeaturizer | None = None,
+    *,
+    benign: Sequence[Path] = (),
+    folds: int = 5,
+    seed: int = 0,
 ) -> tuple[GuardHeads, TrainReport]:
-    """Cross-validate, choose thresholds, then fit both tasks' models on all of `data`.
+    """Cross-validate, choose thresholds, then fit both tasks' models on all of `data` (and `benign`).
+
+    Args:
+        data: `{text, label, source}` JSONL.
+        featurizer: the features (default: the packaged MiniLM's).
+        benign: more files of harmless prompts (`{text}` JSONL), labelled benign (see `data.load_benign`).
+        folds: cross-validation folds.
+        seed: of the folds and the models.
 
     Raises:
-        GuardDataError: the data file is malformed.
+        GuardDataError: a data file is malformed.
     """
     started = time.monotonic()
     featurizer = featurizer or GuardFeaturizer()
-    d = _prepare(load_examples(data), featurizer)
+    d = _prepare([*load_examples(data), *(e for path in benign for e in load_benign(path))], featurizer)
     splits = _splits(d, folds, seed)
     oof = {task: _out_of_fold(d, featurizer, task, splits, seed) for task in TASKS}
     heads = {task: _normalised(d, oof[task]) for task in TASKS}
@@ -97,6 +110,7 @@ def train_guard(
     meta = {
         "data": data.name,
         "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+        "benign": {f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in benign},
         "seed": seed,
         "lexical_c": LEXICAL_C,
         "kernel_c": KERNEL_C,
