@@ -26,15 +26,8 @@ def load_examples(path: Path) -> list[GuardExample]:
     Raises:
         GuardDataError: unreadable file, a line that is not such an object, or an unknown label, as `file:line`.
     """
-    try:
-        # split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold raw
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise GuardDataError(f"{path}: cannot read: {e}") from e
     examples = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for n, line in _lines(path):
         try:
             row = json.loads(line)
             text, label, source = row["text"], row["label"], row.get("source", "unknown")
@@ -60,14 +53,8 @@ def load_benign(path: Path) -> list[GuardExample]:
     Raises:
         GuardDataError: unreadable file, or a line that is not an object with a string `text`, as `file:line`.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise GuardDataError(f"{path}: cannot read: {e}") from e
     examples = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for n, line in _lines(path):
         try:
             row = json.loads(line)
             text, source = row["text"], str(row.get("source", path.stem))
@@ -79,3 +66,17 @@ def load_benign(path: Path) -> list[GuardExample]:
     if not examples:
         raise GuardDataError(f"{path}: no examples")
     return examples
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """The file's non-blank lines with their numbers.
+
+    Raises:
+        GuardDataError: the file cannot be read as UTF-8.
+    """
+    try:
+        # split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold raw
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GuardDataError(f"{path}: cannot read: {e}") from e
+    return [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]

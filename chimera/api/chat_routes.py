@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 
-from chimera.api.errors import to_api_error
+from chimera.api.errors import APIError, to_api_error
 from chimera.api.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -41,13 +41,18 @@ async def chat_completions(request: Request) -> Response:
         span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
         chat = await service.start(to_chat_request(wire, limits, request.headers.get("x-session-id")), parent=parent)
     except Exception as e:
-        error = to_api_error(e)
-        span.set_attribute("http.response.status_code", error.status)
-        span.set_status(trace.StatusCode.ERROR, error.message)
-        span.end()
-        raise error from e
+        raise failed(span, e) from e
     return await respond(chat, wire.model, span, stream=wire.stream,
                          include_usage=bool(wire.stream_options and wire.stream_options.include_usage))  # fmt: skip
+
+
+def failed(span: trace.Span, e: Exception) -> APIError:
+    """The API error for `e`, recorded on the request's span, which ends here (nothing was sent yet)."""
+    error = to_api_error(e)
+    span.set_attribute("http.response.status_code", error.status)
+    span.set_status(trace.StatusCode.ERROR, error.message)
+    span.end()
+    return error
 
 
 async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: bool, include_usage: bool) -> Response:

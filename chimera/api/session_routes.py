@@ -7,8 +7,8 @@ from fastapi.responses import Response
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from chimera.api.chat_routes import respond
-from chimera.api.errors import APIError, to_api_error
+from chimera.api.chat_routes import failed, respond
+from chimera.api.errors import APIError
 from chimera.api.protocol import ResumeRequest
 from chimera.api.requests import read_body
 from chimera.chat import ChatService
@@ -38,11 +38,7 @@ async def resume(session_id: str, request: Request) -> Response:
         span.set_attributes({"chimera.session": session_id, "chimera.approve": wire.approve})
         chat = await service.resume(session_id, approve=wire.approve, parent=trace.set_span_in_context(span))
     except Exception as e:
-        error = to_api_error(e)
-        span.set_attribute("http.response.status_code", error.status)
-        span.set_status(trace.StatusCode.ERROR, error.message)
-        span.end()
-        raise error from e
+        raise failed(span, e) from e
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return await respond(chat, chat.model, span, stream=wire.stream, include_usage=include_usage)
 
