@@ -8,15 +8,17 @@ stream carries a `ProgressEvent` for each tool call and result, so callers can s
 """
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 from opentelemetry import trace
 
+from chimera.agents.graph_kind import DECLINED, Finished, GraphKind, PendingToolCall, PendingWork, RunInputs
 from chimera.agents.prompts import (
     NO_TOOL,
     answer_context,
@@ -28,9 +30,8 @@ from chimera.agents.prompts import (
 )
 from chimera.agents.state import AgentContext, ProgressEvent, ReactState, ToolCall
 from chimera.messages import ChatMessage
-from chimera.models.expert import Expert, SamplingOverrides
-from chimera.tools.base import SourcedResult, ToolError
-from chimera.tools.hybrid_search import HybridSearch
+from chimera.models.expert import Completion, Expert, SamplingOverrides
+from chimera.tools.base import Grounding, SourcedResult, ToolError
 from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.agents")
@@ -43,16 +44,17 @@ async def ground(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
     it did not ask for costs ~15 ms. Only passages close to the question are kept, so a calculation or a chat
     question goes on without any.
     """
-    search = runtime.context.tools.get(HybridSearch.name)
+    search = next((t for t in runtime.context.tools.values() if isinstance(t, Grounding)), None)
     question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
-    if not isinstance(search, HybridSearch) or not question.strip():
+    if search is None or not question.strip():
         return {}
     with _tracer.start_as_current_span("agent.ground", context=runtime.context.trace_parent) as span:
         found = await search.ground(question)
         span.set_attribute("chimera.agent.grounding_passages", len(found.passages) if found else 0)
     if found is None:
         return {}
-    call = _with_result(ToolCall(search.name, {"query": question[:300]}), found, earlier=[])
+    name = next(n for n, t in runtime.context.tools.items() if t is search)
+    call = _with_result(ToolCall(name, {"query": question[:300]}), found, earlier=[])
     get_stream_writer()(ProgressEvent("tool_result", call.tool, call.arguments, call.observation))
     return {"tool_calls": [call]}
 
@@ -64,15 +66,12 @@ async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
     with _tracer.start_as_current_span("agent.decide", context=ctx.trace_parent) as span:
         history = [m for c in calls for m in (call_message(c), observation_message(c))]
         messages = [decision_instructions(ctx.tools), *state["messages"], *history]
-        prompt_tokens = completion_tokens = 0
-        text = ""
-        async for delta in ctx.expert.stream(
+        decision = await ctx.expert.complete(
             messages,
             SamplingOverrides(max_tokens=ctx.decision_max_tokens, temperature=0.0),
             json_schema=decision_schema(ctx.tools),
-        ):
-            text += delta.text
-            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+        )
+        text, prompt_tokens, completion_tokens = decision.text, decision.prompt_tokens, decision.completion_tokens
         pending = parse_decision(text, known=set(ctx.tools))
         steps = state.get("steps", 0) + 1
         used = state.get("prompt_tokens", 0) + state.get("completion_tokens", 0) + prompt_tokens + completion_tokens
@@ -184,22 +183,20 @@ async def stream_answer(
     The sources are listed by us, not left to the model: a small model cites unreliably.
     """
     write = get_stream_writer()
-    text, finish, prompt_tokens, completion_tokens = "", "stop", 0, 0
+    done = Completion()
     async for delta in expert.stream(messages, sampling):
-        if delta.text:
+        if done.take(delta):
             write(delta.text)
-        text += delta.text
-        finish = delta.finish_reason or finish
-        prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+    text = done.text
     if sources:
         footer = "\n\nSources:\n" + "\n".join(c.label for c in sources)
         write(footer)
         text += footer
     return {
         "answer": text,
-        "finish_reason": finish,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
+        "finish_reason": done.finish_reason,
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
     }
 
 
@@ -225,3 +222,46 @@ def build_react_graph(checkpointer: BaseCheckpointSaver | None = None) -> Compil
     graph.add_edge("act", "decide")
     graph.add_edge("answer", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+class ReactKind(GraphKind):
+    """The ReAct graph as `AgentRuns` drives it: `act` can be paused for approval of each tool call."""
+
+    name = "react"
+    model = "chimera-react"
+    description = "The ReAct agent: grounds the question in the documents, calls tools, answers on the routed expert."
+    nodes = ("ground", "decide", "act", "answer")
+
+    def build(self, checkpointer: BaseCheckpointSaver | None) -> CompiledStateGraph:
+        return build_react_graph(checkpointer)
+
+    def reset(self) -> dict[str, Any]:
+        return {"tool_calls": Overwrite([]), "pending": None, "steps": 0, "stop_reason": None}
+
+    def pending(self, values: dict[str, Any]) -> tuple[PendingWork, ...]:
+        call: ToolCall | None = values.get("pending")
+        return (PendingToolCall(call.tool, call.arguments),) if call is not None else ()
+
+    def decline(self, values: dict[str, Any], next_nodes: tuple[str, ...]) -> tuple[dict[str, Any], str] | None:
+        call: ToolCall | None = values.get("pending")
+        if call is None:
+            return None
+        return {"tool_calls": [ToolCall(call.tool, call.arguments, error=DECLINED)], "pending": None}, "act"
+
+    def context(self, inputs: RunInputs) -> AgentContext:
+        agent = inputs.agent
+        return AgentContext(
+            expert=inputs.experts[inputs.expert],
+            tools={name: tool for name, tool in inputs.tools.items() if name in agent.react_tools},
+            max_steps=agent.max_steps,
+            decision_max_tokens=agent.decision_max_tokens,
+            max_run_tokens=agent.max_run_tokens,
+            answer_sampling=inputs.answer_sampling,
+            trace_parent=inputs.trace_parent,
+        )
+
+    def finished(self, final: dict[str, Any]) -> Finished:
+        calls = final.get("tool_calls", [])
+        attributes: dict[str, str | int] = {"chimera.agent.steps": final.get("steps", 0)}
+        attributes["chimera.agent.tool_calls"] = len(calls)
+        return Finished(tuple(cited(calls)), final.get("stop_reason"), attributes)

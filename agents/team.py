@@ -11,16 +11,17 @@ research task, so the team always answers.
 import json
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
+from langgraph.types import Overwrite, Send
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from chimera.agents.graph_kind import DECLINED, Finished, GraphKind, PendingSubTask, PendingWork, RunInputs
 from chimera.agents.react import build_react_graph, cited, stream_answer
 from chimera.agents.state import AgentContext
 from chimera.messages import ChatMessage
@@ -123,17 +124,14 @@ async def plan(state: TeamState, runtime: Runtime[TeamContext]) -> TeamState:
     question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
     with _tracer.start_as_current_span("team.plan", context=ctx.trace_parent) as span:
         instructions = ChatMessage(role="system", content=PLAN_INSTRUCTIONS.format(n=ctx.max_tasks))
-        text, prompt_tokens, completion_tokens = "", 0, 0
-        async for delta in ctx.experts["chat"].stream(
+        planned = await ctx.experts["chat"].complete(
             [instructions, *state["messages"]],
             SamplingOverrides(max_tokens=ctx.decision_max_tokens * ctx.max_tasks, temperature=0.0),
             json_schema=plan_schema(ctx.max_tasks),
-        ):
-            text += delta.text
-            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
-        tasks = parse_plan(text, question, ctx.max_tasks)
+        )
+        tasks = parse_plan(planned.text, question, ctx.max_tasks)
         span.set_attribute("chimera.team.plan", json.dumps([t.__dict__ for t in tasks]))
-    return {"plan": tasks, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    return {"plan": tasks, "prompt_tokens": planned.prompt_tokens, "completion_tokens": planned.completion_tokens}
 
 
 def dispatch(state: TeamState) -> list[Send]:
@@ -230,3 +228,49 @@ def build_team_graph(
     graph.add_edge("specialist", "synthesize")
     graph.add_edge("synthesize", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+class TeamKind(GraphKind):
+    """The team graph as `AgentRuns` drives it: `specialist` can be paused for approval of the plan."""
+
+    name = "team"
+    model = "chimera-team"
+    description = (
+        "Supervisor team: plans sub-tasks for math, code and research agents, runs them in parallel, "
+        "synthesizes the answer."
+    )
+    nodes = ("plan", "specialist", "synthesize")
+
+    def build(self, checkpointer: BaseCheckpointSaver | None) -> CompiledStateGraph:
+        return cast("CompiledStateGraph", build_team_graph(checkpointer))
+
+    def reset(self) -> dict[str, Any]:
+        return {"results": Overwrite([]), "plan": []}
+
+    def pending(self, values: dict[str, Any]) -> tuple[PendingWork, ...]:
+        return tuple(PendingSubTask(t.agent, t.task) for t in values.get("plan", []))
+
+    def decline(self, values: dict[str, Any], next_nodes: tuple[str, ...]) -> tuple[dict[str, Any], str] | None:
+        if "specialist" not in next_nodes:
+            return None
+        results = [SubResult(t.agent, t.task, f"({DECLINED})", stop_reason="declined") for t in values["plan"]]
+        return {"results": results}, "specialist"
+
+    def context(self, inputs: RunInputs) -> TeamContext:
+        agent = inputs.agent
+        return TeamContext(
+            experts=inputs.experts,
+            tools=inputs.tools,
+            max_tasks=agent.team_max_tasks,
+            specialist_steps=agent.max_steps,
+            decision_max_tokens=agent.decision_max_tokens,
+            max_run_tokens=agent.max_run_tokens,
+            answer_sampling=inputs.answer_sampling,
+            trace_parent=inputs.trace_parent,
+        )
+
+    def finished(self, final: dict[str, Any]) -> Finished:
+        state = cast("TeamState", final)
+        return Finished(
+            tuple(team_citations(state)), team_stop_reason(state), {"chimera.team.tasks": len(state.get("plan", []))}
+        )

@@ -48,10 +48,10 @@ from typing import Any, Literal
 import httpx
 import yaml
 
+from chimera.cluster.engines import local_engine_specs
 from chimera.cluster.tracing import trace_file
 from chimera.config import load_config
-from chimera.launcher import ServerProcess, free_port
-from chimera.runtime import local_engine_specs
+from chimera.server_process import ServerProcess, free_port
 from chimera.tools.run_python import RunPython
 from chimera.traceview import read_spans
 

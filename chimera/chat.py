@@ -1,27 +1,30 @@
 """The chat service: one request from validated messages to a stream of answer text.
 
 model → path: `chimera` (= `chimera-react`) runs the ReAct agent on the routed expert; `chimera-team` runs the
-supervisor team over all experts; `auto` routes to one expert without tools;
-`chimera-<expert>` names the expert. Around it: session history from Redis, input/output rails, spans.
+supervisor team over all experts; `auto` routes to one expert without tools; `chimera-<expert>` names the
+expert. Around it: session history from Redis, input/output rails, spans. The stream carries answer text and the
+agent's `ProgressEvent`s and ends with one `ChatOutcome`.
 """
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from chimera.agent_runs import AgentRuns, Delta, GraphName, RunOutcome, RunStatus
+from chimera.agents.graph_kind import RunOutcome
+from chimera.agents.runs import GRAPHS, AgentRuns, RunDelta, RunStatus
+from chimera.agents.state import ProgressEvent
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import RailResult, Rails
 from chimera.memory.long_context.base import LongMemoryError
 from chimera.memory.sessions.base import SessionStore, check_session_id
 from chimera.messages import ChatMessage
-from chimera.models.expert import Expert, SamplingOverrides
+from chimera.models.expert import Completion, Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
 from chimera.tools.search.types import Citation
@@ -29,10 +32,8 @@ from chimera.tools.search.types import Citation
 _tracer = trace.get_tracer("chimera.chat")
 log = logging.getLogger(__name__)
 
-AGENT_MODEL = "chimera"
-REACT_MODEL = "chimera-react"
-TEAM_MODEL = "chimera-team"
-AGENT_MODELS = (AGENT_MODEL, REACT_MODEL, TEAM_MODEL)
+AGENT_MODEL = "chimera"  # the default agent: the ReAct graph
+AGENT_GRAPHS = {AGENT_MODEL: "react", **{kind.model: name for name, kind in GRAPHS.items()}}
 AUTO_MODEL = "auto"
 EXPERT_PREFIX = "chimera-"
 REFUSAL = "I can't help with that request."
@@ -44,7 +45,7 @@ class UnknownModelError(ChimeraError):
 
 def served_models() -> list[str]:
     """Every `model` value the chat endpoint accepts."""
-    return [*AGENT_MODELS, AUTO_MODEL, *(EXPERT_PREFIX + e for e in EXPERT_NAMES)]
+    return [*AGENT_GRAPHS, AUTO_MODEL, *(EXPERT_PREFIX + e for e in EXPERT_NAMES)]
 
 
 @dataclass(frozen=True)
@@ -58,38 +59,50 @@ class ChatRequest:
     interrupt_before: tuple[str, ...] | None = None  # agent graphs: pause before these nodes (None: config's)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChatOutcome:
-    """How the answer ended; filled in as the stream finishes."""
+    """The last item of a chat's stream: the answer as sent, how it ended, and the run behind it."""
 
-    finish_reason: str = "stop"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    text: str = ""
-    citations: list[Citation] = field(default_factory=list)  # passages the agent's answer drew on
-    stop_reason: str | None = None  # why the agent's tool loop ended (answered, repeated_call, step/token budget)
-    run: RunOutcome = field(default_factory=RunOutcome)  # agent runs: done, or paused awaiting approval
-    guardrail: str | None = None  # the input rail that refused the request (x-chimera-guardrail)
+    text: str
+    finish_reason: str
+    run: RunOutcome  # usage, citations and stop reason; for agent runs also done or paused with pending work
 
-    def took(self, run: RunOutcome) -> None:
-        """Take the finished (or paused) agent run's figures."""
-        self.finish_reason, self.stop_reason = run.finish_reason, run.stop_reason
-        self.prompt_tokens, self.completion_tokens = run.prompt_tokens, run.completion_tokens
-        self.citations = run.citations
+    @property
+    def prompt_tokens(self) -> int:
+        return self.run.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.run.completion_tokens
+
+    @property
+    def citations(self) -> tuple[Citation, ...]:
+        return self.run.citations
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.run.stop_reason
+
+    @property
+    def paused(self) -> bool:
+        return self.run.status == "paused"
 
 
-@dataclass
+ChatDelta: TypeAlias = str | ProgressEvent | ChatOutcome
+
+
+@dataclass(frozen=True)
 class ChatStream:
-    """A started chat: what the response headers need, then the answer's text deltas, with the agent's progress
-    events (tool calls and results) before them."""
+    """A started chat: what the response headers need, then the stream (text and the agent's progress events,
+    then one `ChatOutcome`)."""
 
     model: str
     decision: RouteDecision
     session_id: str
-    outcome: ChatOutcome
-    _deltas: AsyncIterator[Delta]
+    guardrail: str | None  # the input rail that refused the request (x-chimera-guardrail)
+    _deltas: AsyncIterator[ChatDelta]
 
-    def __aiter__(self) -> AsyncIterator[Delta]:
+    def __aiter__(self) -> AsyncIterator[ChatDelta]:
         return self._deltas
 
 
@@ -123,7 +136,7 @@ class ChatService:
         Raises:
             UnknownModelError: for any name outside `served_models()`.
         """
-        if model in (*AGENT_MODELS, AUTO_MODEL):
+        if model in AGENT_GRAPHS or model == AUTO_MODEL:
             return None
         name = model.removeprefix(EXPERT_PREFIX)
         if model.startswith(EXPERT_PREFIX) and name in EXPERT_NAMES:
@@ -134,55 +147,45 @@ class ChatService:
         """Prepare the request and wait for the first delta, so that errors raise before any byte is sent.
 
         Raises:
-            UnknownModelError, InvalidSessionIdError, SessionError, EngineError: mapped to HTTP by the API.
+            UnknownModelError, InvalidSessionIdError, SessionError, EngineError, RunError: mapped to HTTP by the API.
         """
         fixed = self.resolve(request.model)
         session_id = check_session_id(request.session_id) if request.session_id else uuid.uuid4().hex
         history = await self.sessions.load(session_id) if request.session_id else []
         conversation = [*history, *request.messages]
-        outcome = ChatOutcome()
 
         with _tracer.start_as_current_span("guardrails.input", context=parent) as span:
             verdict = await self.rails.check_input(conversation)
             span.set_attributes({"chimera.rails.enabled": self.rails.enabled, "chimera.rails.allowed": verdict.allowed})
             span.set_attributes(_rail_attributes(verdict))
         with _tracer.start_as_current_span("router.route", context=parent) as span:
-            if fixed is not None:
-                decision = RouteDecision(expert=fixed, confidence=1.0, explicit=True)
-            else:
-                decision = self.router.route(conversation, load=self.load())
+            decision = await self._route(conversation, fixed)
             span.set_attributes(decision.as_attributes())
 
-        if not verdict.allowed:
-            outcome.finish_reason, outcome.guardrail = "content_filter", verdict.rail or "input"
-            deltas = _once(REFUSAL, outcome)
+        guardrail = None if verdict.allowed else verdict.rail or "input"
+        deltas: AsyncIterator[RunDelta]
+        if guardrail is not None:
+            deltas = _refusal()
         else:
             conversation = verdict.messages or conversation
-            expert = self.experts[decision.expert]
-            if request.model in AGENT_MODELS:
-                graph: GraphName = "team" if request.model == TEAM_MODEL else "react"
+            graph = AGENT_GRAPHS.get(request.model)
+            if graph is not None:
                 settings = self.runs.settings(graph, decision.expert, request.sampling, request.interrupt_before)
-                deltas = _agent(self.runs.run(settings, conversation, session_id, outcome.run, parent), outcome)
+                deltas = self.runs.run(settings, conversation, session_id, parent)
             else:
-                deltas = self._run_expert(expert, conversation, request.sampling, outcome, parent)
+                deltas = _expert(self.experts[decision.expert], conversation, request.sampling, parent)
         # the session keeps the new turn as the model saw it (PII masked by the input rails)
-        deltas = self._finish(deltas, conversation[len(history) :], session_id, outcome, parent)
-        first = await anext(deltas, None)
-        return ChatStream(request.model, decision, session_id, outcome, _prepend(first, deltas))
+        new_turn = None if guardrail else conversation[len(history) :]
+        finished = self._finish(deltas, new_turn, session_id, parent)
+        first = await anext(finished, None)
+        return ChatStream(request.model, decision, session_id, guardrail, _prepend(first, finished))
 
-    async def _run_expert(
-        self,
-        expert: Expert,
-        conversation: list[ChatMessage],
-        sampling: SamplingOverrides,
-        outcome: ChatOutcome,
-        parent: Context | None,
-    ) -> AsyncIterator[str]:
-        async for delta in expert.stream(conversation, sampling, parent=parent):
-            outcome.prompt_tokens, outcome.completion_tokens = delta.prompt_tokens, delta.completion_tokens
-            outcome.finish_reason = delta.finish_reason or outcome.finish_reason
-            if delta.text:
-                yield delta.text
+    async def _route(self, conversation: list[ChatMessage], fixed: ExpertName | None) -> RouteDecision:
+        if fixed is not None:
+            return RouteDecision(expert=fixed, confidence=1.0, explicit=True)
+        if self.router.blocking:  # a transformer forward pass: keep the event loop serving other requests
+            return await asyncio.to_thread(self.router.route, conversation, load=self.load())
+        return self.router.route(conversation, load=self.load())
 
     async def resume(self, session_id: str, *, approve: bool, parent: Context | None = None) -> ChatStream:
         """Continue the session's paused (or killed) agent run; `approve=False` declines the pending work.
@@ -191,14 +194,11 @@ class ChatService:
             InvalidSessionIdError, NothingToResumeError: mapped to HTTP by the API.
         """
         check_session_id(session_id)
-        outcome = ChatOutcome()
-        settings, run = await self.runs.resume(session_id, approve=approve, outcome=outcome.run, parent=parent)
-        question = [outcome.run.question] if outcome.run.question else []
-        deltas = self._finish(_agent(run, outcome), question, session_id, outcome, parent)
-        first = await anext(deltas, None)
+        settings, run = await self.runs.resume(session_id, approve=approve, parent=parent)
+        finished = self._finish(run, [], session_id, parent)
+        first = await anext(finished, None)
         decision = RouteDecision(expert=settings.expert, confidence=1.0, explicit=True)
-        model = TEAM_MODEL if settings.graph == "team" else REACT_MODEL
-        return ChatStream(model, decision, session_id, outcome, _prepend(first, deltas))
+        return ChatStream(settings.kind.model, decision, session_id, None, _prepend(first, finished))
 
     async def run_status(self, session_id: str) -> RunStatus:
         """The session's last agent run: none, done, or paused (awaiting approval, or cut short)."""
@@ -206,45 +206,53 @@ class ChatService:
 
     async def _finish(
         self,
-        deltas: AsyncIterator[Delta],
-        new_messages: list[ChatMessage],
+        deltas: AsyncIterator[RunDelta],
+        new_messages: list[ChatMessage] | None,
         session_id: str,
-        outcome: ChatOutcome,
         parent: Context | None,
-    ) -> AsyncIterator[Delta]:
-        """Pass the deltas through, then run output rails and store the turn (only if the answer completed).
+    ) -> AsyncIterator[ChatDelta]:
+        """Pass the deltas through (answer text PII-masked as it streams), run the output rails, store the turn,
+        and end with the `ChatOutcome`.
 
-        A run paused for approval ends with a note saying how to resume it; its turn is stored when it answers.
+        `new_messages` is the turn's user side (None: a refused request, which leaves no turn in the session;
+        empty: a resumed run, whose question comes with its outcome). A run paused for approval ends with a note
+        saying how to resume it; its turn is stored when it answers.
         """
         masking = self.rails.output_stream()  # PII masked as the answer streams, split entities included
+        text, run = "", RunOutcome()
         async for delta in deltas:
+            if isinstance(delta, RunOutcome):
+                run = delta
+                continue
             if isinstance(delta, str):
                 delta = masking.push(delta)
-                outcome.text += delta
+                text += delta
                 if not delta:
                     continue
             yield delta
         if tail := masking.flush():
-            outcome.text += tail
+            text += tail
             yield tail
-        if outcome.guardrail:  # a refused request leaves no turn in the session
-            return
-        if outcome.run.status == "paused":
-            note = paused_note(outcome.run, session_id)
-            outcome.text += note
+        finish_reason = run.finish_reason
+        if new_messages is None:
+            finish_reason = "content_filter"
+        elif run.status == "paused":
+            note = paused_note(run, session_id)
+            text += note
             yield note
-            return
-        with _tracer.start_as_current_span("guardrails.output", context=parent) as span:
-            verdict = await self.rails.check_output(outcome.text)
-            span.set_attribute("chimera.rails.enabled", self.rails.enabled)
-            span.set_attributes(_rail_attributes(verdict))
-        if not verdict.allowed:
-            outcome.finish_reason = "content_filter"
-        turn = [m for m in new_messages if m.role != "system"]
-        answer = ChatMessage(role="assistant", content=outcome.text)
-        await self.sessions.append(session_id, [*turn, answer])
-        if self.read_after_turn:
-            self._read_later(session_id, [*turn, answer])
+        else:
+            with _tracer.start_as_current_span("guardrails.output", context=parent) as span:
+                verdict = await self.rails.check_output(text)
+                span.set_attribute("chimera.rails.enabled", self.rails.enabled)
+                span.set_attributes(_rail_attributes(verdict))
+            if not verdict.allowed:
+                finish_reason = "content_filter"
+            asked = new_messages or ([run.question] if run.question else [])
+            turn = [*(m for m in asked if m.role != "system"), ChatMessage(role="assistant", content=text)]
+            await self.sessions.append(session_id, turn)
+            if self.read_after_turn:
+                self._read_later(session_id, turn)
+        yield ChatOutcome(text, finish_reason, run)
 
     def _read_later(self, session_id: str, turn: list[ChatMessage]) -> None:
         """Read a finished turn into the session's long-context memory, off the request's path."""
@@ -269,21 +277,29 @@ class ChatService:
 
 def paused_note(run: RunOutcome, session_id: str) -> str:
     """What a paused run says to a plain OpenAI client: what it would do, and how to go on."""
-    work = "; ".join(
-        f"{p['tool']} {json.dumps(p['arguments'])}" if "tool" in p else f"{p['agent']}: {p['task']}"
-        for p in run.pending
-    )
+    work = "; ".join(p.describe() for p in run.pending)
     return (
         f"[paused for approval before {', '.join(run.next)}: {work}. "
         f'POST /v1/sessions/{session_id}/resume with {{"approve": true}} to go on or false to decline.]'
     )
 
 
-async def _agent(run: AsyncIterator[Delta], outcome: ChatOutcome) -> AsyncIterator[Delta]:
-    """An agent run's deltas; when they end, the outcome takes the run's figures."""
-    async for delta in run:
-        yield delta
-    outcome.took(outcome.run)
+async def _expert(
+    expert: Expert, conversation: list[ChatMessage], sampling: SamplingOverrides, parent: Context | None
+) -> AsyncIterator[RunDelta]:
+    """One expert's answer, no tools; ends with its usage."""
+    done = Completion()
+    async for delta in expert.stream(conversation, sampling, parent=parent):
+        if done.take(delta):
+            yield delta.text
+    yield RunOutcome(
+        finish_reason=done.finish_reason, prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens
+    )
+
+
+async def _refusal() -> AsyncIterator[RunDelta]:
+    yield REFUSAL
+    yield RunOutcome(finish_reason="content_filter")
 
 
 def _rail_attributes(verdict: RailResult) -> dict[str, str | float]:
@@ -294,12 +310,8 @@ def _rail_attributes(verdict: RailResult) -> dict[str, str | float]:
     return attributes
 
 
-async def _once(text: str, outcome: ChatOutcome) -> AsyncIterator[str]:
-    yield text
-
-
-async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+async def _prepend(first: ChatDelta | None, rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
     if first is not None:
         yield first
-    async for text in rest:
-        yield text
+    async for delta in rest:
+        yield delta

@@ -170,7 +170,6 @@ class SearchConfig(_Frozen):
         "(with NEO4J_USER / NEO4J_PASSWORD). Env NEO4J_URI switches to neo4j.",
     )
     neo4j_uri: str | None = Field(None, description="Bolt URI of Neo4j. Env: NEO4J_URI.")
-    shards: int = Field(1, ge=1, le=64, description="Index shards (Ray actors) when searching on a cluster.")
     agent_passages: int = Field(3, ge=1, le=20, description="Passages one `hybrid_search` call gives the agent.")
     ground_min_similarity: float = Field(
         0.35,
@@ -233,8 +232,9 @@ class GuardrailsConfig(_Frozen):
         64,
         ge=16,
         le=4096,
-        description="Characters a streamed answer holds back so PII split across deltas is masked (64 covers "
-        "e-mail addresses, phone and card numbers and a spaced IBAN; a longer URL may leave its start unmasked).",
+        description="Cap on the characters a streamed answer holds back while they could still be part of PII (prose "
+        "goes out at once; 64 covers e-mail addresses, phone and card numbers and a spaced IBAN; a longer URL may "
+        "leave its start unmasked).",
     )
     self_check: SelfCheckConfig = Field(default_factory=SelfCheckConfig, description="LLM self-check rails.")
 
@@ -256,6 +256,11 @@ class MemoryConfig(_Frozen):
     replicas: int = Field(1, ge=1, le=64, description="Memory model actors; sessions are spread over them.")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved for each memory model actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs reserved for each memory model actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each memory model actor needs, to place it on labelled nodes "
+        '(e.g. {"memory_node": 1} with `ray start --resources`).',
+    )
     read_after_turn: bool = Field(True, description="Read each finished chat turn into the session's memory.")
 
 

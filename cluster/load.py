@@ -3,10 +3,11 @@
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Protocol
 
-from chimera.models.engine.base import EngineHealth
+from chimera.models.engine.base import EngineError, EngineHealth
 from chimera.models.router.base import ExpertLoad
 from chimera.models.specs import ExpertName
 
@@ -36,6 +37,8 @@ class LoadMonitor:
         self._capacity = dict(capacity)
         self.interval_s = interval_s
         self._ongoing: dict[str, int] = {}
+        self.failures: Counter[str] = Counter()  # failed polls per engine, since start
+        self._failing: set[str] = set()  # engines whose last poll failed (warned once until they answer again)
         self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[ExpertName, ExpertLoad]:
@@ -47,12 +50,24 @@ class LoadMonitor:
         }
 
     async def poll_once(self) -> None:
+        """Read every engine's load once. A failure makes that engine's load unknown; the first failure of a
+        streak is logged at warning (with the traceback when it is not an engine error: a bug here would
+        otherwise leave load unknown forever), the rest at debug; all are counted in `failures`."""
         for name, engine in self._engines.items():
             try:
                 self._ongoing[name] = (await engine.health()).running
-            except Exception as e:  # a replica restarting is a load finding ("unknown"), not a crash
+            except Exception as e:  # the poll loop must outlive any one failure; each is logged and counted
                 self._ongoing.pop(name, None)
-                log.debug("load of engine %s unknown: %s", name, e)
+                self.failures[name] += 1
+                if name in self._failing:
+                    log.debug("load of engine %s still unknown: %s", name, e)
+                else:
+                    self._failing.add(name)
+                    log.warning("load of engine %s unknown: %s", name, e, exc_info=not isinstance(e, EngineError))
+            else:
+                if name in self._failing:
+                    self._failing.discard(name)
+                    log.info("load of engine %s known again", name)
 
     def start(self) -> None:
         """Start polling in the running event loop."""

@@ -1,16 +1,25 @@
-"""`EngineClient` over a Ray Serve handle: streams deltas out of an `ExpertServer` replica."""
+"""`LLMEngine` over a Ray Serve handle: streams deltas out of an `ExpertServer` replica."""
 
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
-from chimera.models.engine.base import EngineHealth, GenerationDelta, GenerationRequest
+from chimera.models.engine.base import (
+    EngineHealth,
+    EngineUnavailableError,
+    GenerationDelta,
+    GenerationRequest,
+    LLMEngine,
+)
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 
-class ServeEngineClient:
-    """Calls one engine deployment; closing the stream early cancels the call, which aborts the request."""
+class ServeEngineClient(LLMEngine):
+    """Calls one engine deployment; closing the stream early cancels the call, which aborts the request.
+
+    The deployment is started and stopped by `cluster.engines`; `start` and `shutdown` here only mark the client.
+    """
 
     def __init__(self, handle: "DeploymentHandle") -> None:
         self._handle = handle
@@ -27,5 +36,26 @@ class ServeEngineClient:
             if not done:
                 responses.cancel()
 
+    async def start(self) -> None:
+        """The deployment is running once `serve.run` returned its handle: nothing to do."""
+
+    async def abort(self, request_id: str) -> None:
+        """Requests are aborted by closing their stream (Serve cancels the call in the replica); ids are not
+        routed to replicas, so this is a no-op."""
+
     async def health(self) -> EngineHealth:
-        return await self._handle.health.remote()
+        """The replica's report.
+
+        Raises:
+            EngineUnavailableError: no replica answered (dead, restarting, or the application is gone).
+        """
+        from ray.exceptions import RayError
+        from ray.serve.exceptions import RayServeException
+
+        try:
+            return await self._handle.health.remote()
+        except (RayError, RayServeException) as e:
+            raise EngineUnavailableError(f"the engine deployment did not answer: {e}") from e
+
+    async def shutdown(self) -> None:
+        """The deployment outlives its clients; `cluster.engines.stop_engines` deletes it."""

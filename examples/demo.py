@@ -14,7 +14,7 @@ from pathlib import Path
 from chimera.client import Client
 from chimera.cluster.tracing import trace_file
 from chimera.config import load_config
-from chimera.launcher import ServerProcess, free_port
+from chimera.server_process import ServerProcess, free_port
 from chimera.tools.search.factory import build_ingestor, open_index
 from chimera.traceview import read_spans, render, traces
 

@@ -47,7 +47,7 @@ def register_embedding_provider() -> None:
     from nemoguardrails.embeddings.providers import register_embedding_provider as register
     from nemoguardrails.embeddings.providers.base import EmbeddingModel
 
-    from chimera.models.router.embedder import SentenceEmbedder
+    from chimera.models.embedding.minilm import SentenceEmbedder
 
     class PackagedMiniLM(EmbeddingModel):
         engine_name = "chimera_minilm"

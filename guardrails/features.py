@@ -47,7 +47,7 @@ class GuardFeaturizer:
         from tokenizers import Tokenizer
 
         from chimera.guardrails.shallow_bert import ShallowBert
-        from chimera.models.router.embedder import packaged_model_dir
+        from chimera.models.embedding.minilm import packaged_model_dir
 
         self.model_dir = model_dir or packaged_model_dir()
         try:

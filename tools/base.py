@@ -2,7 +2,7 @@
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +21,13 @@ class SourcedResult:
     """A tool result made of document passages; the agent numbers them as citations and renders them."""
 
     passages: tuple["RetrievedChunk", ...]
+
+
+@runtime_checkable
+class Grounding(Protocol):
+    """A tool that can find passages for a question nobody asked it to search (the agent's `ground` step)."""
+
+    async def ground(self, question: str) -> SourcedResult | None: ...
 
 
 class Tool(ABC):

@@ -3,18 +3,21 @@
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from chimera.agents.runs import GRAPHS
 from chimera.api.chat_routes import router as chat_router
 from chimera.api.errors import APIError, install_error_handlers, json_error
 from chimera.api.protocol import ModelCard, ModelList
 from chimera.api.session_routes import router as session_router
-from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, REACT_MODEL, TEAM_MODEL, ChatService, served_models
+from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, served_models
 from chimera.config import ServerConfig
 
-HealthProbe = Callable[[], Awaitable[dict[str, object]]]
+if TYPE_CHECKING:
+    from chimera.service import Service
 
 meta_router = APIRouter()
 
@@ -24,9 +27,7 @@ async def list_models(request: Request) -> ModelList:
     service: ChatService = request.app.state.service
     descriptions = {
         AGENT_MODEL: "Chimera agent: router, then a ReAct loop with tools on the chosen expert.",
-        REACT_MODEL: "The ReAct agent (same as `chimera`).",
-        TEAM_MODEL: "Supervisor team: plans sub-tasks for math, code and research agents, runs them in parallel, "
-        "synthesizes the answer.",
+        **{kind.model: kind.description for kind in GRAPHS.values()},
         AUTO_MODEL: "Router picks one expert; no tools.",
         **{EXPERT_PREFIX + name: e.spec.description or f"The {name} expert." for name, e in service.experts.items()},
     }
@@ -41,27 +42,20 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(report, status_code=status)
 
 
-def create_app(
-    service: ChatService,
-    limits: ServerConfig,
-    health: HealthProbe,
-    on_startup: Callable[[], Awaitable[None]] | None = None,
-    on_shutdown: Callable[[], Awaitable[None]] | None = None,
-) -> FastAPI:
-    """The HTTP shell around `service`; `health` reports the engines for /healthz."""
+def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
+    """The HTTP shell around a built `Service`: its chat service behind the routes, its health at /healthz, its
+    event-loop parts started and closed with the app."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if on_startup is not None:
-            await on_startup()
+        await service.astart()
         yield
-        if on_shutdown is not None:
-            await on_shutdown()
+        await service.aclose()
 
     app = FastAPI(title="Chimera", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.service = service
+    app.state.service = service.chat
     app.state.limits = limits
-    app.state.health = health
+    app.state.health = service.health
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(session_router)

@@ -22,7 +22,7 @@ from chimera.api.protocol import (
     error_payload,
 )
 from chimera.api.requests import parse_chat_request, read_body, to_chat_request
-from chimera.chat import ChatService, ChatStream
+from chimera.chat import ChatOutcome, ChatService, ChatStream
 from chimera.cluster.tracing import trace_id_hex
 from chimera.config import ServerConfig
 
@@ -70,14 +70,14 @@ async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: boo
         "x-chimera-trace-id": trace_id_hex(span),
         "x-session-id": chat.session_id,
     }
-    if chat.outcome.guardrail:  # refused by an input rail: HTTP 200, finish_reason content_filter, and which rail
-        headers["x-chimera-guardrail"] = chat.outcome.guardrail
+    if chat.guardrail:  # refused by an input rail: HTTP 200, finish_reason content_filter, and which rail
+        headers["x-chimera-guardrail"] = chat.guardrail
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if stream:
         body = _sse(chat, model, include_usage, completion_id, span)
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
     try:
-        text = "".join([delta async for delta in chat if isinstance(delta, str)])
+        outcome = await _outcome(chat)
     except Exception as e:
         error = to_api_error(e)
         span.set_status(trace.StatusCode.ERROR, error.message)
@@ -87,20 +87,27 @@ async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: boo
     completion = ChatCompletion(
         id=completion_id,
         model=model,
-        choices=[Choice(message=ResponseMessage(content=text), finish_reason=chat.outcome.finish_reason)],
-        usage=_usage(chat),
-        chimera=_extension(chat),
+        choices=[Choice(message=ResponseMessage(content=outcome.text), finish_reason=outcome.finish_reason)],
+        usage=_usage(outcome),
+        chimera=_extension(outcome, chat.session_id),
     )
     return JSONResponse(completion.model_dump(exclude_none=True), headers=headers)
 
 
-def _extension(chat: ChatStream) -> Extension | None:
-    outcome = chat.outcome
+async def _outcome(chat: ChatStream) -> ChatOutcome:
+    """The chat's final outcome (the text it streamed is in it)."""
+    async for delta in chat:
+        if isinstance(delta, ChatOutcome):
+            return delta
+    raise RuntimeError("the chat stream ended without its outcome")
+
+
+def _extension(outcome: ChatOutcome, session_id: str) -> Extension | None:
     run = outcome.run
     paused = (
-        {"status": "paused", "next": list(run.next), "pending": run.pending,
-         "resume": f"/v1/sessions/{chat.session_id}/resume"}
-        if run.status == "paused"
+        {"status": "paused", "next": list(run.next), "pending": [p.as_dict() for p in run.pending],
+         "resume": f"/v1/sessions/{session_id}/resume"}
+        if outcome.paused
         else None
     )  # fmt: skip
     if not outcome.citations and outcome.stop_reason is None and paused is None:
@@ -108,10 +115,9 @@ def _extension(chat: ChatStream) -> Extension | None:
     return Extension(citations=[c.as_dict() for c in outcome.citations], stop_reason=outcome.stop_reason, run=paused)
 
 
-def _usage(chat: ChatStream) -> Usage:
-    o = chat.outcome
-    return Usage(prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens,
-                 total_tokens=o.prompt_tokens + o.completion_tokens)  # fmt: skip
+def _usage(outcome: ChatOutcome) -> Usage:
+    return Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                 total_tokens=outcome.prompt_tokens + outcome.completion_tokens)  # fmt: skip
 
 
 async def _sse(
@@ -133,12 +139,15 @@ async def _sse(
         async for delta in chat:
             if isinstance(delta, str):
                 yield chunk(DeltaMessage(content=delta))
+            elif isinstance(delta, ChatOutcome):
+                yield chunk(DeltaMessage(), delta.finish_reason, _extension(delta, chat.session_id))
+                if include_usage:
+                    usage = ChatCompletionChunk(
+                        id=completion_id, created=created, model=model, choices=[], usage=_usage(delta)
+                    )
+                    yield f"data: {usage.model_dump_json()}\n\n"
             else:  # the agent's progress: an empty delta with the event in the `chimera` extension
                 yield chunk(DeltaMessage(), extension=Extension(event=delta.as_dict()))
-        yield chunk(DeltaMessage(), chat.outcome.finish_reason, _extension(chat))
-        if include_usage:
-            usage = ChatCompletionChunk(id=completion_id, created=created, model=model, choices=[], usage=_usage(chat))
-            yield f"data: {usage.model_dump_json()}\n\n"
     except Exception as e:  # headers are gone: report in-band, keep the connection's framing intact
         error = to_api_error(e)
         span.set_status(trace.StatusCode.ERROR, error.message)

@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chimera.agent_runs import InvalidInterruptError, NothingToResumeError
+from chimera.agents.runs import InvalidInterruptError, NothingToResumeError
 from chimera.api.protocol import error_payload
 from chimera.chat import UnknownModelError
 from chimera.errors import ChimeraError

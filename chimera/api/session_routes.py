@@ -24,7 +24,7 @@ async def run_status(session_id: str, request: Request) -> dict[str, object]:
     service: ChatService = request.app.state.service
     status = await service.run_status(session_id)
     return {"session": status.session, "status": status.status, "graph": status.graph, "next": list(status.next),
-            "pending": status.pending, "reason": status.reason}  # fmt: skip
+            "pending": [p.as_dict() for p in status.pending], "reason": status.reason}  # fmt: skip
 
 
 @router.post("/v1/sessions/{session_id}/resume")

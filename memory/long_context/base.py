@@ -72,5 +72,13 @@ class LongMemory(ABC):
     async def forget(self, session: str) -> None:
         """Drop everything stored for the session."""
 
+    async def health(self) -> list[BaseModel]:
+        """One report per process serving this memory (none for a memory served in this process).
+
+        Raises:
+            LongMemoryError: a serving process is down.
+        """
+        return []
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most memories hold nothing to release
         """Release connections."""

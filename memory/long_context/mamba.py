@@ -6,15 +6,16 @@ session; the client sends a session to one replica by a hash of its id, so a ses
 place, and the Redis lock serializes them when they do not (two clients, a replica restart).
 
 Errors raised inside an actor reach the caller as themselves (`StateMismatchError`, `CorruptStateError`, …), not
-wrapped in Ray's exception types. Importing this module imports neither Ray nor torch.
+wrapped in Ray's exception types. Importing this module imports neither Ray nor torch; Ray is reached only
+through `chimera.cluster.actors`.
 """
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chimera.config import MemoryConfig
-from chimera.errors import ChimeraError
 from chimera.memory.long_context.base import LongMemory, LongMemoryError, MemoryInfo, Recollection
 from chimera.memory.sessions.base import check_session_id
 from chimera.models.memory.errors import MemoryModelError
@@ -24,14 +25,16 @@ if TYPE_CHECKING:
     from chimera.memory.long_context.actor import ActorHealth
 
 T = TypeVar("T")
+RESTART_WAIT_S = 60.0  # how long idempotent calls wait for a dead memory actor to be restarted (model load)
 
 
 class MambaMemory(LongMemory):
     """`LongMemory` over memory-model actors.
 
     Args:
-        replicas: handles of running `MemoryModelActor`s (Ray actors) sharing one Redis. `start` creates them.
-        owned: kill the actors on `close` (True when `start` created them).
+        replicas: handles of running `MemoryModelActor`s (Ray actors) sharing one Redis. `start` creates them
+            through `cluster.actors` (named `chimera-memory-<i>`, restarted by Ray when they die).
+        owned: stop the actors on `close` (True when `start` created them).
     """
 
     mode = "mamba"
@@ -51,6 +54,7 @@ class MambaMemory(LongMemory):
         replicas: int | None = None,
         ttl_s: int | None = None,
         max_concurrency: int = 8,
+        name: str = "chimera-memory",
     ) -> "MambaMemory":
         """Start `replicas` memory actors on the running Ray cluster, each loading `config.checkpoint` once.
 
@@ -60,26 +64,41 @@ class MambaMemory(LongMemory):
             replicas: how many actors (None: `config.replicas`); each reserves `config.num_cpus` / `config.num_gpus`.
             ttl_s: expire a session's state this long after its last read (None: never).
             max_concurrency: calls one actor runs at once (different sessions in parallel).
+            name: the actors are `<name>-<i>`; a process that finds them running (another API replica, the
+                `chimera memory` CLI beside a server) uses them and leaves them running on `close`.
 
         Raises:
             MemoryModelError: no checkpoint configured, or its folder has no readable config.
             UnsupportedModelError: the checkpoint is not a pure Mamba-2 (refused here, before any actor starts).
         """
-        import ray
-
+        from chimera.cluster.actors import ActorSpec, start_actor
         from chimera.memory.long_context.actor import MemoryModelActor
 
         if config.checkpoint is None:
             raise MemoryModelError("no memory checkpoint configured (memory.checkpoint); use extractive memory")
         check_checkpoint(config.checkpoint)
-        actor = ray.remote(MemoryModelActor).options(
-            num_cpus=config.num_cpus, num_gpus=config.num_gpus, max_concurrency=max_concurrency
-        )
         count = config.replicas if replicas is None else replicas
-        return cls([actor.remote(config, redis_url, ttl_s=ttl_s) for _ in range(count)], owned=True)
+        started = [
+            start_actor(
+                MemoryModelActor,
+                ActorSpec(
+                    name=f"{name}-{i}",
+                    num_cpus=config.num_cpus,
+                    num_gpus=config.num_gpus,
+                    resources=config.resources,
+                    max_concurrency=max_concurrency,
+                ),
+                config,
+                redis_url,
+                ttl_s=ttl_s,
+            )
+            for i in range(count)
+        ]
+        return cls([handle for handle, _ in started], owned=any(created for _, created in started))
 
     async def read(self, session: str, text: str) -> MemoryInfo:
-        return await self._call(session, lambda actor: actor.read.remote(session, text))
+        # at most once: a read made again after its actor died might have been applied already
+        return await self._call(session, lambda actor: actor.read.remote(session, text), idempotent=False)
 
     async def recall(self, session: str, query: str, max_tokens: int | None = None) -> Recollection:
         return await self._call(session, lambda actor: actor.recall.remote(session, query, max_tokens))
@@ -92,15 +111,15 @@ class MambaMemory(LongMemory):
 
     async def health(self) -> "list[ActorHealth]":
         """Each replica's model revision, state size and peak memory; raises if a replica is down."""
-        return [await self._await(actor.health.remote()) for actor in self._replicas]
+        return [await self._await(functools.partial(_health, actor), idempotent=True) for actor in self._replicas]
 
     async def close(self) -> None:
-        """Stop the actors if `start` created them."""
+        """Stop the actors if `start` created them (a process that found them running leaves them)."""
         if self._owned:
-            import ray
+            from chimera.cluster.actors import stop_actor
 
             for actor in self._replicas:
-                ray.kill(actor)
+                stop_actor(actor)
             self._owned = False
 
     def replica_of(self, session: str) -> int:
@@ -108,20 +127,24 @@ class MambaMemory(LongMemory):
         digest = hashlib.blake2b(session.encode(), digest_size=4).digest()
         return int.from_bytes(digest, "big") % len(self._replicas)
 
-    async def _call(self, session: str, call: Callable[[Any], Awaitable[T]]) -> T:
+    async def _call(self, session: str, call: Callable[[Any], Awaitable[T]], *, idempotent: bool = True) -> T:
         check_session_id(session)
-        return await self._await(call(self._replicas[self.replica_of(session)]))
+        actor = self._replicas[self.replica_of(session)]
+        return await self._await(lambda: call(actor), idempotent=idempotent)
 
     @staticmethod
-    async def _await(ref: Awaitable[T]) -> T:
-        """Await an actor call, turning Ray's wrappers back into our errors."""
-        from ray.exceptions import RayActorError, RayTaskError
+    async def _await(call: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        """Make an actor call; idempotent ones are made again while a dead actor restarts. The actor's typed
+        errors arrive as themselves, Ray's as memory errors."""
+        from chimera.cluster.actors import ActorError, ActorUnavailableError, call_actor
 
         try:
-            return await ref
-        except RayTaskError as e:
-            if isinstance(e.cause, ChimeraError):
-                raise e.cause from e
+            return await call_actor(call, retry_for_s=RESTART_WAIT_S if idempotent else 0.0)
+        except ActorUnavailableError as e:
+            raise MemoryModelError(str(e)) from e
+        except ActorError as e:
             raise LongMemoryError(f"the memory actor failed: {e}") from e
-        except RayActorError as e:
-            raise MemoryModelError(f"the memory actor is not running (it failed to start or died): {e}") from e
+
+
+def _health(actor: Any) -> Awaitable["ActorHealth"]:
+    return actor.health.remote()

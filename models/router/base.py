@@ -52,6 +52,8 @@ class ExpertLoad(BaseModel):
 class Router(ABC):
     """Chooses an expert for a conversation; `load` is each expert's live load (absent: unknown)."""
 
+    blocking: bool = False  # True when `route` may run a model long enough that callers should leave the event loop
+
     @abstractmethod
     def route(
         self, conversation: list[ChatMessage], *, load: Mapping[ExpertName, ExpertLoad] | None = None

@@ -1,13 +1,13 @@
 """Build the configured router and its embedder."""
 
 from chimera.config import RouterConfig
+from chimera.models.embedding.base import Embedder
 from chimera.models.router.base import Router
-from chimera.models.router.embedder import Embedder
 
 
 def build_embedder(kind: str, max_tokens: int) -> Embedder:
     """`static` (word-piece vectors, fast) or `contextual` (the full sentence-transformer), both from MiniLM."""
-    from chimera.models.router.embedder import SentenceEmbedder, StaticEmbedder
+    from chimera.models.embedding.minilm import SentenceEmbedder, StaticEmbedder
 
     return StaticEmbedder(max_tokens=max_tokens) if kind == "static" else SentenceEmbedder(max_tokens=max_tokens)
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from chimera.config import RouterConfig
 from chimera.messages import ChatMessage
+from chimera.models.embedding.base import Embedder
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
-from chimera.models.router.embedder import Embedder
 from chimera.models.router.gating import GatingHead, features_of
 from chimera.models.router.signals import extract_signals, has_words
 from chimera.models.specs import ExpertName
@@ -32,6 +32,7 @@ class LearnedRouter(Router):
         self, embedder: Embedder, head: GatingHead, policy: RouterConfig | None = None, *, cache_size: int = 8192
     ) -> None:
         self.embedder = embedder
+        self.blocking = embedder.kind == "contextual"  # a transformer forward (~20 ms); static vectors are ~0.5 ms
         self.head = head
         self.policy = policy or RouterConfig()
         self.labels: tuple[ExpertName, ...] = head.labels

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from chimera.models.router.embedder import Embedder
+from chimera.models.embedding.base import Embedder
 from chimera.models.router.gating import (
     LABELS,
     GatingHead,

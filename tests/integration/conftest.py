@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from chimera.config import load_config
-from chimera.launcher import ServerProcess, free_port
-from chimera.memory.redis_server import EmbeddedRedis
 from chimera.models import provision
+from chimera.server_process import ServerProcess, free_port
 
 ROOT = Path(__file__).parents[2]
 
@@ -31,15 +30,6 @@ class TestServer(ServerProcess):
     @property
     def trace_file(self) -> Path:
         return self.data_dir / "traces.jsonl"
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real redis-server (the embedded one) for the tests that need only Redis; tests keep apart by key."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    url = server.start()
-    yield url
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from uuid import uuid4
 import pytest
 from pydantic import BaseModel
 
-from chimera.agent_runs import AgentRuns, RunOutcome, RunSettings
+from chimera.agents.graph_kind import PendingToolCall, RunOutcome
+from chimera.agents.runs import AgentRuns, RunSettings
 from chimera.agents.state import checkpoint_serializer
 from chimera.config import AgentConfig
 from chimera.memory.checkpoint import RedisCheckpointSaver
@@ -68,7 +69,7 @@ def _runs(url: str, replies: list[str], tool: LookupOrder) -> tuple[AgentRuns, S
 async def _child(url: str, session: str, marker: Path) -> None:
     runs, _ = _runs(url, [CALL], LookupOrder(marker))
     question = [ChatMessage(role="user", content="Where is order A-17?")]
-    async for _ in runs.run(RunSettings("react", "chat"), question, session, RunOutcome()):
+    async for _ in runs.run(RunSettings("react", "chat"), question, session):
         pass
 
 
@@ -89,11 +90,13 @@ def test_a_run_killed_during_a_tool_call_resumes_from_its_last_checkpoint(redis_
         runs, engine = _runs(redis_url, [NONE, "Order A-17 shipped on May 2."], tool)
         status = await runs.status(session)
         assert (status.status, status.next, status.reason) == ("paused", ("act",), "interrupted")
-        assert status.pending == [{"tool": "lookup_order", "arguments": {"order": "A-17"}}]
-        outcome = RunOutcome()
-        settings, deltas = await runs.resume(session, approve=True, outcome=outcome)
+        assert status.pending == (PendingToolCall("lookup_order", {"order": "A-17"}),)
+        settings, deltas = await runs.resume(session, approve=True)
         assert settings == RunSettings("react", "chat")
-        text = "".join([d async for d in deltas if isinstance(d, str)])
+        items = [d async for d in deltas]
+        text = "".join(d for d in items if isinstance(d, str))
+        outcome = items[-1]
+        assert isinstance(outcome, RunOutcome)
         assert (await runs.status(session)).status == "done"
         return text, outcome, tool, engine
 

@@ -1,6 +1,7 @@
-"""`MambaMemory` on a local Ray cluster and a real redis-server, with tiny random Mamba-2 checkpoints: states
-survive the replica that read them, recall never touches what is stored, concurrent reads of one session
-serialize across replicas, bad states are refused without killing the actor, and 10 MB stream in bounded memory."""
+"""`MambaMemory` on a local Ray cluster and a real redis-server, with tiny random Mamba-2 checkpoints: the
+`LongMemory` contract (tests/contracts/long_memory.py), then what only Mamba has: states survive the replica that
+read them, any replica recalls alike, concurrent reads of one session serialize across replicas, bad states are
+refused without killing the actor, and 10 MB stream in bounded memory."""
 
 import asyncio
 import json
@@ -14,14 +15,16 @@ import redis
 import torch
 import yaml
 
-from chimera.config import MemoryConfig
-from chimera.memory.long_context.base import CorruptStateError, MemoryInfo, StateMismatchError
+from chimera.cluster.ray_runtime import ray_connection
+from chimera.config import MemoryConfig, RayConfig, TracingConfig, load_config
+from chimera.memory.long_context.base import CorruptStateError, StateMismatchError
 from chimera.memory.long_context.factory import build_long_memory, describe
 from chimera.memory.long_context.mamba import MambaMemory
 from chimera.memory.long_context.state_store import state_key
 from chimera.models.memory.mamba import MemoryModel
 from chimera.models.memory.state import MemoryState
 from chimera.tools.recall import Recall
+from tests.contracts.long_memory import LongMemoryContract, Stored
 from tests.unit import tiny_mamba
 
 pytestmark = pytest.mark.integration
@@ -44,11 +47,10 @@ def _config(checkpoint: Path) -> MemoryConfig:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=3, include_dashboard=False, namespace="chimera-test-memory")
-    yield
-    ray.shutdown()
+    config = load_config(Path(__file__).parents[2] / "configs" / "local.yaml")
+    ray = RayConfig(num_cpus=3, namespace="chimera-test-memory")
+    with ray_connection(config.model_copy(update={"ray": ray, "tracing": TracingConfig(exporter="none")})):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,11 @@ def replicas(ray_local: None, checkpoints: tuple[Path, Path], redis_url: str) ->
     """Two clients, each over its own actor of checkpoint A, so a test can choose which replica serves a call;
     and a third over checkpoint B (another revision). All three load in parallel."""
     a, b = checkpoints
-    memories = [MambaMemory.start(_config(a), redis_url), MambaMemory.start(_config(a), redis_url)]
-    memories.append(MambaMemory.start(_config(b), redis_url))
+    memories = [
+        MambaMemory.start(_config(a), redis_url, name="a1"),
+        MambaMemory.start(_config(a), redis_url, name="a2"),
+    ]
+    memories.append(MambaMemory.start(_config(b), redis_url, name="b"))
     yield memories
     for m in memories:
         asyncio.run(m.close())
@@ -96,6 +101,20 @@ def _assert_close(a: MemoryState, b: MemoryState) -> None:
         torch.testing.assert_close(x.ssm, y.ssm, atol=1e-5, rtol=0)
 
 
+class TestMambaMemory(LongMemoryContract):
+    """The `LongMemory` contract, on the first replica of checkpoint A."""
+
+    verbatim = False  # random weights: answers are generated noise
+
+    @pytest.fixture
+    def memory(self, replicas: list[MambaMemory]) -> MambaMemory:
+        return replicas[0]
+
+    @pytest.fixture
+    def stored(self, raw: redis.Redis) -> Stored:
+        return lambda session: raw.hgetall(state_key(session))
+
+
 async def test_state_restored_on_a_fresh_actor_continues_like_an_uninterrupted_read(
     replicas: list[MambaMemory],
     reference: MemoryModel,
@@ -123,17 +142,34 @@ async def test_state_restored_on_a_fresh_actor_continues_like_an_uninterrupted_r
     assert diff < 1e-4
 
 
-async def test_recall_leaves_the_stored_state_byte_identical(replicas: list[MambaMemory], raw: redis.Redis) -> None:
-    memory = replicas[0]
-    info = await memory.read("asked", tiny_mamba.text(2000, seed=3))
-    before = raw.hgetall(state_key("asked"))
+async def test_a_killed_memory_actor_is_restarted_and_its_sessions_go_on(
+    checkpoints: tuple[Path, Path], redis_url: str
+) -> None:
+    """The actor's process dies (as in a crash: Ray may restart it); its sessions live in Redis, so the restarted
+    actor continues them, and idempotent calls made across the restart are retried by Ray."""
+    import ray
 
-    answer = await memory.recall("asked", "Kalo mine", max_tokens=16)
+    memory = MambaMemory.start(_config(checkpoints[0]), redis_url, name="killed")
+    try:
+        before = await memory.read("survivor", tiny_mamba.text(2000, seed=3))
+        (pid_before,) = [h.pid for h in await memory.health()]
+        ray.kill(ray.get_actor("killed-0"), no_restart=False)  # the process dies; the restart policy revives it
+        info = await memory.state_info("survivor")  # retried until the restarted actor answers
+        assert info.tokens_read == before.tokens_read and info.revision == before.revision
+        assert [h.pid for h in await memory.health()] != [pid_before]  # a new process: the constructor ran again
+        after = await memory.read("survivor", tiny_mamba.text(500, seed=4))
+        assert after.tokens_read > before.tokens_read
+    finally:
+        await memory.close()
 
-    assert raw.hgetall(state_key("asked")) == before
-    assert answer.text and answer.tokens_read == info.tokens_read
-    assert (await replicas[1].recall("asked", "Kalo mine", max_tokens=16)).text == answer.text  # any replica
-    assert await memory.state_info("asked") == info
+
+async def test_any_replica_recalls_the_same_from_one_stored_state(replicas: list[MambaMemory]) -> None:
+    await replicas[0].read("asked", tiny_mamba.text(2000, seed=3))
+
+    answer = await replicas[0].recall("asked", "Kalo mine", max_tokens=16)
+
+    assert answer.text
+    assert (await replicas[1].recall("asked", "Kalo mine", max_tokens=16)).text == answer.text
 
 
 async def test_concurrent_reads_of_one_session_on_two_replicas_serialize(
@@ -186,13 +222,6 @@ async def test_corrupt_state_is_reported_and_the_actor_survives(replicas: list[M
     assert (await memory.health())[0].revision  # the actor still answers
     await memory.forget("damaged")
     assert await memory.read("damaged", text) == healthy  # rebuilt from scratch
-
-
-async def test_empty_text_reads_nothing(replicas: list[MambaMemory], raw: redis.Redis) -> None:
-    info = await replicas[0].read("nothing", "")
-
-    assert info == MemoryInfo(session="nothing", mode="mamba")
-    assert not raw.exists(state_key("nothing"))
 
 
 async def test_ten_megabytes_stream_in_bounded_memory_while_other_sessions_proceed(

@@ -6,18 +6,12 @@ import json
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from chimera.agent_runs import (
-    DECLINED,
-    AgentRuns,
-    InvalidInterruptError,
-    NothingToResumeError,
-    RunOutcome,
-    RunSettings,
-)
+from chimera.agents.graph_kind import DECLINED, PendingSubTask, PendingToolCall, RunOutcome
+from chimera.agents.runs import AgentRuns, InvalidInterruptError, NothingToResumeError, RunSettings
 from chimera.agents.state import ProgressEvent, checkpoint_serializer
 from chimera.config import AgentConfig
 from chimera.messages import ChatMessage
-from chimera.models.expert import Expert
+from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.specs import EXPERT_NAMES, ExpertSpec
 from chimera.tools.calculator import Calculator
 from tests.unit.fakes import ScriptedEngine
@@ -42,30 +36,33 @@ def _runs(scripts: dict[str, list[str]], *, checkpointer: bool = True) -> tuple[
     return runs, engines
 
 
-async def _collect(deltas) -> tuple[str, list[ProgressEvent]]:
-    text, events = "", []
+async def _collect(deltas) -> tuple[str, list[ProgressEvent], RunOutcome]:
+    """The run's text and progress events, and the outcome it ends with (exactly one, last)."""
+    text, events, outcomes = "", [], []
     async for d in deltas:
+        assert not outcomes, "nothing may follow the outcome"
         if isinstance(d, str):
             text += d
+        elif isinstance(d, RunOutcome):
+            outcomes.append(d)
         else:
             events.append(d)
-    return text, events
+    assert len(outcomes) == 1
+    return text, events, outcomes[0]
 
 
 async def test_react_run_pauses_before_the_tool_call_and_resumes_when_approved() -> None:
     runs, engines = _runs({"math": [CALL, NONE, "It is 391."]})
-    outcome = RunOutcome()
     settings = RunSettings("react", "math", interrupt_before=("act",))
-    text, events = await _collect(runs.run(settings, QUESTION, "s1", outcome))
+    text, events, outcome = await _collect(runs.run(settings, QUESTION, "s1"))
     assert (outcome.status, outcome.next, text) == ("paused", ("act",), "")
-    assert outcome.pending == [{"tool": "calculator", "arguments": {"expression": "17 * 23"}}]
+    assert outcome.pending == (PendingToolCall("calculator", {"expression": "17 * 23"}),)
     assert [e.kind for e in events] == ["paused"]
     status = await runs.status("s1")
     assert (status.status, status.graph, status.next, status.reason) == ("paused", "react", ("act",), "approval")
 
-    resumed = RunOutcome()
-    settings_back, deltas = await runs.resume("s1", approve=True, outcome=resumed)
-    text, events = await _collect(deltas)
+    settings_back, deltas = await runs.resume("s1", approve=True)
+    text, events, resumed = await _collect(deltas)
     assert settings_back == settings  # graph, expert and interrupts come back from the checkpoint metadata
     assert text == "It is 391." and resumed.status == "done" and resumed.stop_reason == "answered"
     assert [(e.kind, e.observation) for e in events] == [("tool_call", None), ("tool_result", "391")]
@@ -76,10 +73,9 @@ async def test_react_run_pauses_before_the_tool_call_and_resumes_when_approved()
 
 async def test_declined_tool_call_becomes_an_observation_and_the_run_answers() -> None:
     runs, engines = _runs({"math": [CALL, NONE, "I could not calculate it."]})
-    await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s2", RunOutcome()))
-    resumed = RunOutcome()
-    _, deltas = await runs.resume("s2", approve=False, outcome=resumed)
-    text, events = await _collect(deltas)
+    await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s2"))
+    _, deltas = await runs.resume("s2", approve=False)
+    text, events, resumed = await _collect(deltas)
     assert text == "I could not calculate it." and resumed.status == "done"
     assert events == []  # nothing ran
     decision_prompt = engines["math"].requests[1].messages
@@ -90,26 +86,22 @@ async def test_every_tool_call_of_an_approved_run_pauses_again() -> None:
     second = json.dumps({"tool": "calculator", "arguments": {"expression": "391 + 1"}})
     runs, _ = _runs({"math": [CALL, second, NONE, "392."]})
     settings = RunSettings("react", "math", interrupt_before=("act",))
-    await _collect(runs.run(settings, QUESTION, "s3", RunOutcome()))
-    outcome = RunOutcome()
-    _, deltas = await runs.resume("s3", approve=True, outcome=outcome)
-    await _collect(deltas)
-    assert outcome.status == "paused" and outcome.pending[0]["arguments"] == {"expression": "391 + 1"}
-    outcome = RunOutcome()
-    _, deltas = await runs.resume("s3", approve=True, outcome=outcome)
-    text, _ = await _collect(deltas)
+    await _collect(runs.run(settings, QUESTION, "s3"))
+    _, deltas = await runs.resume("s3", approve=True)
+    _, _, outcome = await _collect(deltas)
+    assert outcome.status == "paused" and outcome.pending == (PendingToolCall("calculator", {"expression": "391 + 1"}),)
+    _, deltas = await runs.resume("s3", approve=True)
+    text, _, outcome = await _collect(deltas)
     assert text == "392." and outcome.status == "done"
 
 
 async def test_a_new_turn_on_the_session_starts_from_a_clean_state() -> None:
     runs, _ = _runs({"math": [CALL, NONE, "391.", NONE, "Hello."]})
-    first = RunOutcome()
-    await _collect(runs.run(RunSettings("react", "math"), QUESTION, "s4", first))
-    second = RunOutcome()
-    text, events = await _collect(
-        runs.run(RunSettings("react", "math"), [ChatMessage(role="user", content="hi")], "s4", second)
+    *_, first = await _collect(runs.run(RunSettings("react", "math"), QUESTION, "s4"))
+    text, events, second = await _collect(
+        runs.run(RunSettings("react", "math"), [ChatMessage(role="user", content="hi")], "s4")
     )
-    assert text == "Hello." and events == [] and second.citations == []
+    assert text == "Hello." and events == [] and second.citations == ()
     snapshot = await runs._graphs["react"].aget_state({"configurable": {"thread_id": "s4"}})
     assert snapshot.values["tool_calls"] == [] and snapshot.values["steps"] == 1
     assert second.prompt_tokens < first.prompt_tokens + 10  # token counters were reset, not summed
@@ -118,12 +110,11 @@ async def test_a_new_turn_on_the_session_starts_from_a_clean_state() -> None:
 async def test_team_pauses_after_planning_and_a_declined_plan_still_gets_an_answer() -> None:
     plan = json.dumps({"tasks": [{"agent": "math", "task": "Compute 17 * 23"}]})
     runs, engines = _runs({"chat": [plan, "The user declined; no result."]})
-    outcome = RunOutcome()
-    await _collect(runs.run(RunSettings("team", "chat", interrupt_before=("specialist",)), QUESTION, "t1", outcome))
-    assert outcome.status == "paused" and outcome.pending == [{"agent": "math", "task": "Compute 17 * 23"}]
-    resumed = RunOutcome()
-    _, deltas = await runs.resume("t1", approve=False, outcome=resumed)
-    text, _ = await _collect(deltas)
+    settings = RunSettings("team", "chat", interrupt_before=("specialist",))
+    *_, outcome = await _collect(runs.run(settings, QUESTION, "t1"))
+    assert outcome.status == "paused" and outcome.pending == (PendingSubTask("math", "Compute 17 * 23"),)
+    _, deltas = await runs.resume("t1", approve=False)
+    text, _, resumed = await _collect(deltas)
     assert text == "The user declined; no result." and resumed.stop_reason == "math:declined"
     assert DECLINED in engines["chat"].requests[-1].messages[-1].content
     assert engines["math"].requests == []  # the specialist never ran
@@ -133,33 +124,32 @@ async def test_team_stop_reason_names_a_specialist_that_ran_out_of_steps() -> No
     plan = json.dumps({"tasks": [{"agent": "math", "task": "Compute"}]})
     loop = [json.dumps({"tool": "calculator", "arguments": {"expression": f"{i} + 1"}}) for i in range(4)]
     runs, _ = _runs({"chat": [plan, "Done."], "math": [*loop, "Partial."]})
-    outcome = RunOutcome()
-    await _collect(runs.run(RunSettings("team", "chat"), QUESTION, "t2", outcome))
+    *_, outcome = await _collect(runs.run(RunSettings("team", "chat"), QUESTION, "t2"))
     assert outcome.status == "done" and outcome.stop_reason == "math:step_budget"
 
 
 @pytest.mark.parametrize(("graph", "names"), [("react", ("specialist",)), ("team", ("act",)), ("react", ("nope",))])
 def test_interrupts_must_name_nodes_of_the_graph(graph: str, names: tuple[str, ...]) -> None:
     with pytest.raises(InvalidInterruptError, match="is not a node of the"):
-        AgentRuns.check_interrupts(graph, names)  # type: ignore[arg-type]
+        _runs({})[0].settings(graph, "chat", SamplingOverrides(), names)
 
 
 async def test_resume_without_a_paused_run_is_refused() -> None:
     runs, _ = _runs({"math": [NONE, "391."]})
     with pytest.raises(NothingToResumeError, match="has no agent run"):
-        await runs.resume("never-ran", approve=True, outcome=RunOutcome())
-    await _collect(runs.run(RunSettings("react", "math"), QUESTION, "s5", RunOutcome()))
+        await runs.resume("never-ran", approve=True)
+    await _collect(runs.run(RunSettings("react", "math"), QUESTION, "s5"))
     with pytest.raises(NothingToResumeError, match="has finished"):
-        await runs.resume("s5", approve=True, outcome=RunOutcome())
+        await runs.resume("s5", approve=True)
     assert (await runs.status("never-ran")).status == "none"
 
 
 async def test_interrupts_need_a_checkpointer() -> None:
     runs, _ = _runs({}, checkpointer=False)
     with pytest.raises(InvalidInterruptError, match="needs a checkpointer"):
-        await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s6", RunOutcome()))
+        await _collect(runs.run(RunSettings("react", "math", interrupt_before=("act",)), QUESTION, "s6"))
     with pytest.raises(NothingToResumeError, match="not checkpointed"):
-        await runs.resume("s6", approve=True, outcome=RunOutcome())
+        await runs.resume("s6", approve=True)
 
 
 async def test_react_and_team_runs_can_take_turns_on_one_session() -> None:
@@ -169,7 +159,7 @@ async def test_react_and_team_runs_can_take_turns_on_one_session() -> None:
     texts = []
     for graph, expert in (("react", "math"), ("team", "chat"), ("react", "math")):
         outcome = RunOutcome()
-        text, _ = await _collect(runs.run(RunSettings(graph, expert), QUESTION, "mixed", outcome))  # type: ignore[arg-type]
+        text, _, outcome = await _collect(runs.run(RunSettings(graph, expert), QUESTION, "mixed"))  # type: ignore[arg-type]
         assert outcome.status == "done"
         texts.append(text)
     assert texts == ["391.", "Team says 391.", "391 again."]

@@ -1,4 +1,4 @@
-"""BM25Index scores equal rank_bm25.BM25Okapi.get_scores, also after updates and across shards."""
+"""BM25Index scores equal rank_bm25.BM25Okapi.get_scores, also after updates."""
 
 import importlib.util
 import inspect
@@ -10,7 +10,7 @@ import pytest
 import rank_bm25
 
 from chimera.tools.search.analysis import analyze
-from chimera.tools.search.bm25 import BM25Index, BM25Stats
+from chimera.tools.search.bm25 import BM25Index
 
 pytestmark = pytest.mark.unit
 
@@ -97,21 +97,6 @@ def test_updates_equal_a_rebuild(corpus: list[list[str]]) -> None:
     reference = rank_bm25.BM25Okapi(remaining)
     for q in QUERIES[:5]:
         np.testing.assert_allclose(index.scores(analyze(q)), reference.get_scores(analyze(q)), atol=1e-6)
-
-
-def test_shards_with_merged_stats_equal_one_index(corpus: list[list[str]]) -> None:
-    parts = [corpus[:700], corpus[700:]]
-    shards = []
-    for part in parts:
-        shard = BM25Index()
-        shard.add_tokens(part)
-        shards.append(shard)
-    stats = BM25Stats.merge([s.stats() for s in shards])
-    reference = rank_bm25.BM25Okapi(corpus)
-    for q in QUERIES[:5]:
-        tokens = analyze(q)
-        joined = np.concatenate([s.scores(tokens, stats=stats) for s in shards])
-        np.testing.assert_allclose(joined, reference.get_scores(tokens), atol=1e-6)
 
 
 def test_persistence_round_trip(corpus: list[list[str]], tmp_path: Path) -> None:

@@ -103,3 +103,11 @@ def test_every_config_field_is_documented() -> None:
                     walk(candidate)
 
     walk(ChimeraConfig)
+
+
+def test_neo4j_without_a_uri_is_a_config_error(tmp_path: Path) -> None:
+    from chimera.config import SearchConfig
+    from chimera.tools.search.factory import open_graph_store
+
+    with pytest.raises(ConfigError, match="no neo4j_uri"):
+        open_graph_store(SearchConfig(graph_store="neo4j"), tmp_path)

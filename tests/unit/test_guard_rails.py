@@ -11,7 +11,7 @@ from chimera.config import GuardrailsConfig, SelfCheckConfig
 from chimera.guardrails.base import RailResult
 from chimera.guardrails.checks import GuardClassifier, InputChecker
 from chimera.guardrails.classifier import PACKAGED_HEADS, GuardHeads
-from chimera.guardrails.factory import build_rails, rails_config
+from chimera.guardrails.factory import rails_config
 from chimera.guardrails.guarded_tool import guard_tool
 from chimera.guardrails.nemo_rails import NemoRails
 from chimera.guardrails.streaming import StreamMasker
@@ -30,11 +30,9 @@ def _dev(label: str, source: str, n: int) -> list[str]:
     return [r["text"] for r in rows if r["label"] == label and r["source"].startswith(source)][:n]
 
 
-@pytest.fixture(scope="module")
-def rails(tmp_path_factory: pytest.TempPathFactory) -> NemoRails:
-    built = build_rails(GuardrailsConfig(), tmp_path_factory.mktemp("guard"), cache_size=0)
-    assert isinstance(built, NemoRails)
-    return built
+@pytest.fixture
+def rails(nemo_rails: NemoRails) -> NemoRails:
+    return nemo_rails  # built once per session (tests/unit/conftest.py), shared with the Rails contract
 
 
 async def _input(rails: NemoRails, text: str) -> RailResult:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chimera.models.router.embedder import packaged_model_dir
+from chimera.models.embedding.minilm import packaged_model_dir
 from chimera.tools.search.rerank import Reranker
 from chimera.tools.search.types import Chunk, RetrievedChunk
 

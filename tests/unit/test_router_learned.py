@@ -9,8 +9,8 @@ import pytest
 from chimera.cli import main as cli
 from chimera.config import RouterConfig
 from chimera.messages import ChatMessage
+from chimera.models.embedding.minilm import StaticEmbedder
 from chimera.models.router.base import ExpertLoad
-from chimera.models.router.embedder import StaticEmbedder
 from chimera.models.router.factory import build_router
 from chimera.models.router.gating import GatingError, GatingHead, fit_temperature, packaged_head, softmax
 from chimera.models.router.learned import LearnedRouter

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from chimera.tools.search.base import top_rows
-from chimera.tools.search.bm25 import BM25Index
 from chimera.tools.search.entities import TITLE_MENTIONS, extract, query_ngrams
 from chimera.tools.search.entity_graph import EntityGraph
 from chimera.tools.search.fusion import ReciprocalRankFusion, WeightedScoreFusion
 from chimera.tools.search.index import chunk_entities
-from chimera.tools.search.retrievers import BM25Retriever, GraphRetriever
+from chimera.tools.search.retrievers import GraphRetriever
 from chimera.tools.search.table import ChunkTable
-from chimera.tools.search.types import Chunk, RetrievedChunk, SearchFilters
+from chimera.tools.search.types import Chunk, RetrievedChunk
 
 pytestmark = pytest.mark.unit
 
@@ -167,24 +166,6 @@ def test_top_rows_matches_a_sort_and_never_returns_fewer_than_available() -> Non
         got = top_rows(scores, k, allowed)
         assert got.tolist() == _reference_top(scores, k, allowed)
         assert len(got) == min(k, int((allowed & (scores > 0)).sum()))
-
-
-def test_bm25_retriever_filters_before_taking_k() -> None:
-    # Tenant A's chunks outscore B's on every query term: a post-filter on the global top 5 would give B nothing.
-    a = [_chunk(f"orchard apple apple apple harvest number {i}", tenant="a") for i in range(12)]
-    b = [_chunk(f"apple harvest report {i} with many other words in a longer text", tenant="b") for i in range(6)]
-    other = [_chunk(f"unrelated filler text about rivers and boats {i}", tenant="c") for i in range(30)]
-    table = ChunkTable()
-    table.append(a + b + other)
-    index = BM25Index()
-    index.add(c.index_text for c in table)
-    retriever = BM25Retriever(table, index)
-
-    found = retriever.retrieve("apple harvest", 5, SearchFilters(tenant="b"))
-    assert len(found) == 5
-    assert {r.chunk.tenant for r in found} == {"b"}
-    assert len(retriever.retrieve("apple harvest", 5, SearchFilters(tenant="a"))) == 5
-    assert retriever.retrieve("apple harvest", 5, SearchFilters(tenant="nobody")) == []
 
 
 # --- entity extraction ---------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def wordpiece_counter(model_dir: Path | None = None) -> WordPieceCounter:
     from tokenizers import Tokenizer
 
     if model_dir is None:
-        from chimera.models.router.embedder import packaged_model_dir
+        from chimera.models.embedding.minilm import packaged_model_dir
 
         model_dir = packaged_model_dir()
     path = Path(model_dir) / "tokenizer.json"

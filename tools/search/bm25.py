@@ -10,10 +10,8 @@ idf change with the corpus.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -21,22 +19,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from chimera.tools.search.analysis import analyze
-
-
-@dataclass(frozen=True, slots=True)
-class BM25Stats:
-    """Corpus statistics that decide BM25 scores; shards add theirs up to score like one index."""
-
-    n_docs: int
-    total_len: int
-    df: Mapping[str, int]
-
-    @staticmethod
-    def merge(parts: Sequence[BM25Stats]) -> BM25Stats:
-        df: Counter[str] = Counter()
-        for part in parts:
-            df.update(part.df)
-        return BM25Stats(sum(p.n_docs for p in parts), sum(p.total_len for p in parts), dict(df))
 
 
 class BM25Index:
@@ -79,21 +61,11 @@ class BM25Index:
         self._doc_len = self._doc_len[mask]
         self._weights = None
 
-    def stats(self) -> BM25Stats:
-        """This index's N, total length and document frequencies."""
-        self._flush()
-        df = np.diff(self._tf.tocsc().indptr)
-        terms = list(self._vocab)
-        return BM25Stats(
-            self._tf.shape[0], int(self._doc_len.sum()), {terms[j]: int(df[j]) for j in np.flatnonzero(df)}
-        )
-
-    def scores(self, query: str | list[str], *, stats: BM25Stats | None = None) -> np.ndarray:
+    def scores(self, query: str | list[str]) -> np.ndarray:
         """BM25Okapi score of every row for `query`, equal to `BM25Okapi.get_scores`.  # (N,) float64
 
         Args:
             query: text (analyzed here) or tokens; repeated terms count repeatedly, as in rank_bm25.
-            stats: corpus statistics to score against instead of this index's own (a shard of a larger index).
         """
         tokens = analyze(query) if isinstance(query, str) else query
         self._flush()
@@ -101,26 +73,13 @@ class BM25Index:
         out = np.zeros(n, dtype=np.float64)
         if n == 0:
             return out
-        if stats is None:
-            weights, idf = self._ensure_weights()
-            for term in tokens:
-                j = self._vocab.get(term)
-                if j is None or idf[j] == 0:
-                    continue
-                lo, hi = weights.indptr[j], weights.indptr[j + 1]
-                out[weights.indices[lo:hi]] += weights.data[lo:hi]
-            return out
-        tf_cols = self._tf.tocsc()
-        idf_of = _idf_table(stats, self.epsilon, self.idf_kind)
-        avgdl = stats.total_len / stats.n_docs
+        weights, idf = self._ensure_weights()
         for term in tokens:
             j = self._vocab.get(term)
-            term_idf = idf_of.get(term, 0.0)
-            if j is None or term_idf == 0:
+            if j is None or idf[j] == 0:
                 continue
-            lo, hi = tf_cols.indptr[j], tf_cols.indptr[j + 1]
-            rows = tf_cols.indices[lo:hi]
-            out[rows] += self._weight(tf_cols.data[lo:hi], self._doc_len[rows], term_idf, avgdl)
+            lo, hi = weights.indptr[j], weights.indptr[j + 1]
+            out[weights.indices[lo:hi]] += weights.data[lo:hi]
         return out
 
     def save(self, directory: Path) -> None:
@@ -188,15 +147,3 @@ class BM25Index:
         self._weights = sp.csc_matrix((data, tf.indices, tf.indptr), shape=tf.shape)
         self._idf = idf
         return self._weights, self._idf
-
-
-def _idf_table(stats: BM25Stats, epsilon: float, kind: Literal["okapi", "lucene"]) -> dict[str, float]:
-    """The idf of every term of `stats` (okapi: with its floor for terms in more than half the documents)."""
-    n = stats.n_docs
-    if kind == "lucene":
-        return {t: math.log1p((n - f + 0.5) / (f + 0.5)) for t, f in stats.df.items() if f > 0}
-    idf = {t: math.log(n - f + 0.5) - math.log(f + 0.5) for t, f in stats.df.items() if f > 0}
-    if not idf:
-        return idf
-    floor = epsilon * (sum(idf.values()) / len(idf))
-    return {t: (floor if v < 0 else v) for t, v in idf.items()}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chimera.models.router.embedder import Embedder
+from chimera.models.embedding.base import Embedder
 
 _RECENT_QUERIES = 64
 

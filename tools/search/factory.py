@@ -9,9 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from chimera.config import SearchConfig
+from chimera.errors import ConfigError
 from chimera.memory.graph.base import GraphStore
 from chimera.memory.graph.knowledge import KnowledgeGraph
-from chimera.models.router.embedder import EmbedderError, SentenceEmbedder, packaged_model_dir
+from chimera.models.embedding.base import EmbedderError
+from chimera.models.embedding.minilm import SentenceEmbedder, packaged_model_dir
 from chimera.tools.ingest.chunking import Chunker, wordpiece_counter
 from chimera.tools.ingest.pipeline import Ingestor
 from chimera.tools.search.fusion import Fusion, ReciprocalRankFusion, WeightedScoreFusion
@@ -44,7 +46,7 @@ def open_graph_store(config: SearchConfig, index_dir: Path) -> GraphStore:
         from chimera.memory.graph.neo4j_store import Neo4jGraphStore
 
         if not config.neo4j_uri:
-            raise EmbedderError("search.graph_store is neo4j but no neo4j_uri / NEO4J_URI is set")
+            raise ConfigError("search.graph_store is neo4j but no neo4j_uri / NEO4J_URI is set")
         return Neo4jGraphStore(
             config.neo4j_uri, os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", "neo4j")
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from chimera.memory.graph.knowledge import ChunkMentions, EntityMention, KnowledgeGraph
-from chimera.models.router.embedder import Embedder
+from chimera.models.embedding.base import Embedder
 from chimera.tools.search.base import Retriever, clip_query
 from chimera.tools.search.bm25 import BM25Index
 from chimera.tools.search.dense import DenseIndex

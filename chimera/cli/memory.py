@@ -1,7 +1,8 @@
 """`chimera memory read|ask|info|forget`: a session's long-context memory from the command line.
 
 Works with or without a running server: the embedded Redis is reused when `chimera serve` runs, else started for
-the command. With `memory.checkpoint` set, the memory model actor starts on the config's Ray (local if unset).
+the command. With `memory.checkpoint` set, the memory model actor starts on the config's Ray (local if unset),
+joined through `ray_connection` like every other Chimera process.
 """
 
 import argparse
@@ -9,7 +10,7 @@ import asyncio
 import codecs
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 
 from chimera.config import ChimeraConfig
@@ -24,7 +25,7 @@ class MemoryInputError(ChimeraError):
     """The file to read cannot be read as text."""
 
 
-def add_memory_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register `chimera memory …` on the top-level subparsers."""
     p = sub.add_parser("memory", help="long-context session memory (read documents, ask, forget)")
     memory_sub = p.add_subparsers(dest="memory_command", required=True)
@@ -102,19 +103,15 @@ def _redis(config: ChimeraConfig) -> Iterator[str]:
 
 @asynccontextmanager
 async def _memory(config: ChimeraConfig, redis_url: str) -> AsyncIterator[LongMemory]:
-    started_ray = False
+    """The configured memory for the command; Mamba memory's actors need Ray, joined for the command's length."""
+    connection: AbstractContextManager[None] = nullcontext()
     if config.memory.checkpoint is not None:
-        import ray
+        from chimera.cluster.ray_runtime import ray_connection
 
-        if not ray.is_initialized():
-            ray.init(address=config.ray.address, namespace=config.ray.namespace, include_dashboard=False)
-            started_ray = True
-    memory = build_long_memory(config.memory, redis_url, ttl_s=config.redis.session_ttl_s)
-    try:
-        yield memory
-    finally:
-        await memory.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        connection = ray_connection(config)
+    with connection:
+        memory = build_long_memory(config.memory, redis_url, ttl_s=config.redis.session_ttl_s)
+        try:
+            yield memory
+        finally:
+            await memory.close()

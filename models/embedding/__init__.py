@@ -1,0 +1,1 @@
+"""Text embeddings shared by the router, dense search, chunking and guardrails: the packaged all-MiniLM-L6-v2."""

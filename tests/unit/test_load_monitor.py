@@ -1,0 +1,50 @@
+"""The load monitor: polled load per expert, and failures that are logged once per streak and counted."""
+
+import logging
+
+import pytest
+
+from chimera.cluster.load import LoadMonitor
+from chimera.models.engine.base import EngineHealth, EngineUnavailableError
+
+
+class FlakyEngine:
+    """Answers `health` from a script: an int is the running count, an exception is raised."""
+
+    def __init__(self, script: list[int | Exception]) -> None:
+        self.script = list(script)
+
+    async def health(self) -> EngineHealth:
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return EngineHealth(model="flaky", healthy=True, running=step)
+
+
+async def test_failed_polls_make_load_unknown_warn_once_per_streak_and_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script: list[int | Exception] = [
+        3,
+        EngineUnavailableError("replica restarting"),
+        TypeError("a bug"),
+        5,
+        KeyError("x"),
+    ]
+    monitor = LoadMonitor({"e": FlakyEngine(script)}, {"chat": "e"}, {"e": 8})
+    caplog.set_level(logging.DEBUG, logger="chimera.cluster.load")
+
+    await monitor.poll_once()
+    assert monitor.snapshot()["chat"].ongoing == 3
+    await monitor.poll_once()
+    assert "chat" not in monitor.snapshot()  # unknown, never reported as idle
+    await monitor.poll_once()  # the same streak: debug only
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "restarting" in warnings[0].getMessage()
+    assert not warnings[0].exc_info  # an engine error needs no traceback
+    await monitor.poll_once()
+    assert monitor.snapshot()["chat"].ongoing == 5
+    await monitor.poll_once()  # a new streak, and not an engine error: warned again, with the traceback
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and warnings[1].exc_info
+    assert monitor.failures["e"] == 3
