@@ -2,8 +2,10 @@
 
 Same model, same engine args, same prompts (each rendered with the system prompt of the expert the router picks,
 so both sides prefill the same tokens), `ignore_eos` so every request yields exactly `--output-tokens` tokens.
-For each concurrency it reports TTFT p50/p99 and output tokens/s for both sides and their ratios, prints JSON
-and writes it to bench/results/.
+Chimera runs twice: with the config's guardrails (input rails, output PII masking while streaming) and with
+`guardrails.enabled: false` (a copy of the config under the data dir). For each concurrency it reports TTFT
+p50/p99 and output tokens/s for every side, the overheads and ratios against raw, and where Chimera's time to
+first token goes (medians of the spans in the trace file), prints JSON and writes it to bench/results/.
 
     python bench/serving.py --config configs/local.yaml [--prompts ../shared/data/router/dev.jsonl]
 
@@ -26,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
+from chimera.cluster.engines import local_engine_specs
 from chimera.config import ChimeraConfig, load_config
-from chimera.launcher import ServerProcess, free_port
 from chimera.messages import ChatMessage
 from chimera.models.expert import compose_prompt
 from chimera.models.router.heuristic import HeuristicRouter
-from chimera.runtime import local_engine_specs
+from chimera.server_process import ServerProcess, free_port
 
 RESULTS = Path(__file__).parent / "results"
 BUILTIN_PROMPTS = [
@@ -59,6 +62,8 @@ BUILTIN_PROMPTS = [
 class Sample:
     ttft_s: float
     tokens: int
+    began_ns: int = 0  # wall clock at the request's start (to place it among the server's spans)
+    trace_id: str = ""  # the server's trace of the request (x-chimera-trace-id)
 
 
 @dataclass
@@ -99,8 +104,8 @@ def _stats(concurrency: int, samples: list[Sample], wall_s: float) -> RunStats:
     )
 
 
-async def _drive(concurrency: int, prompts: list[str], one: Any) -> RunStats:
-    """Run `one(prompt)` over all prompts with at most `concurrency` in flight."""
+async def _drive(concurrency: int, prompts: list[str], one: Any, seen: list[Sample] | None = None) -> RunStats:
+    """Run `one(prompt)` over all prompts with at most `concurrency` in flight (the samples go to `seen`)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def gated(prompt: str) -> Sample:
@@ -109,6 +114,8 @@ async def _drive(concurrency: int, prompts: list[str], one: Any) -> RunStats:
 
     began = time.perf_counter()
     samples = await asyncio.gather(*(gated(p) for p in prompts))
+    if seen is not None:
+        seen.extend(samples)
     return _stats(concurrency, list(samples), time.perf_counter() - began)
 
 
@@ -124,7 +131,7 @@ async def bench_raw(config: ChimeraConfig, prompts: list[str], levels: list[int]
     engine_name = config.experts["chat"].engine
     spec = local_engine_specs(config)[engine_name]
     engine = AsyncLLM.from_engine_args(engine_args(spec))
-    tokenizer = engine.tokenizer
+    tokenizer: Any = engine.tokenizer  # set: the engine was built with its tokenizer
 
     def render(prompt: str) -> list[int]:
         ask = [ChatMessage(role="user", content=prompt)]
@@ -153,8 +160,10 @@ async def bench_raw(config: ChimeraConfig, prompts: list[str], levels: list[int]
         engine.shutdown()
 
 
-async def bench_endpoint(url: str, prompts: list[str], levels: list[int], output_tokens: int) -> list[RunStats]:
-    """Chimera's OpenAI endpoint over HTTP, streaming, `model=auto`."""
+async def bench_endpoint(
+    url: str, prompts: list[str], levels: list[int], output_tokens: int
+) -> tuple[list[RunStats], list[list[Sample]]]:
+    """Chimera's OpenAI endpoint over HTTP, streaming, `model=auto`; the samples of each level too."""
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=64)) as http:
 
         async def one(prompt: str) -> Sample:
@@ -167,9 +176,10 @@ async def bench_endpoint(url: str, prompts: list[str], levels: list[int], output
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
-            began = time.perf_counter()
+            began, began_ns = time.perf_counter(), time.time_ns()
             ttft, tokens = 0.0, 0
             async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                trace_id = response.headers.get("x-chimera-trace-id", "")
                 if response.status_code != 200:
                     raise SystemExit(f"endpoint answered {response.status_code}: {await response.aread()!r}")
                 async for line in response.aiter_lines():
@@ -180,10 +190,110 @@ async def bench_endpoint(url: str, prompts: list[str], levels: list[int], output
                         ttft = time.perf_counter() - began
                     if event.get("usage"):
                         tokens = event["usage"]["completion_tokens"]
-            return Sample(ttft, tokens)
+            return Sample(ttft, tokens, began_ns, trace_id)
 
         await _drive(2, prompts[:4], one)  # warm-up
-        return [await _drive(c, prompts, one) for c in levels]
+        samples: list[list[Sample]] = [[] for _ in levels]
+        return [await _drive(c, prompts, one, seen) for c, seen in zip(levels, samples, strict=True)], samples
+
+
+#: Points on one request's way to its first token, each from the trace file: (name, from, to).
+_LEGS = (
+    ("http_to_api", "client", "root.start"),
+    ("api_to_expert", "root.start", "expert.start"),
+    ("input_rails", "rails.start", "rails.end"),
+    ("routing", "route.start", "route.end"),
+    ("ray_call_to_replica", "expert.start", "engine.start"),
+    ("engine_ttft", "engine.start", "engine.first"),
+    ("first_delta_to_api", "engine.first", "expert.first"),
+    ("api_to_client", "expert.first", "client.first"),
+)
+
+
+def ttft_breakdown(trace_path: Path, samples: list[Sample]) -> dict[str, float]:
+    """Median milliseconds of each leg of Chimera's time to first token (`_LEGS`), from the spans of `samples`.
+
+    Empty when the trace file is missing (OTLP exporter) or holds none of them. `api_to_client` is what happens
+    after the API got the first delta: output masking, the SSE writer, HTTP and the client's parsing.
+    """
+    wanted = {s.trace_id: s for s in samples if s.trace_id}
+    if not wanted or not trace_path.exists():
+        return {}
+    spans: dict[str, dict[str, dict[str, Any]]] = {}
+    with trace_path.open(encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record["trace_id"] in wanted:
+                spans.setdefault(record["trace_id"], {})[record["name"]] = record
+    legs: dict[str, list[float]] = {name: [] for name, _, _ in _LEGS}
+    for trace_id, named in spans.items():
+        points = _points(wanted[trace_id], named)
+        for name, start, end in _LEGS:
+            if start in points and end in points:
+                legs[name].append((points[end] - points[start]) / 1e6)
+    return {name: round(statistics.median(values), 2) for name, values in legs.items() if values}
+
+
+_SPANS = (
+    ("root", "POST /v1/chat/completions"),
+    ("rails", "guardrails.input"),
+    ("route", "router.route"),
+    ("expert", "expert.generate"),
+    ("engine", "engine.generate"),
+)
+
+
+def _points(sample: Sample, named: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Wall-clock nanoseconds of one request's `_LEGS` points."""
+    points = {"client": float(sample.began_ns), "client.first": sample.began_ns + sample.ttft_s * 1e9}
+    for key, name in _SPANS:
+        if span := named.get(name):
+            points[f"{key}.start"], points[f"{key}.end"] = span["start_ns"], span["end_ns"]
+            if (ttft_ms := span["attributes"].get("chimera.ttft_ms")) is not None:
+                points[f"{key}.first"] = span["start_ns"] + ttft_ms * 1e6
+    return points
+
+
+@dataclass
+class ChimeraRun:
+    stats: list[RunStats]
+    breakdown: list[dict[str, float]]  # per concurrency level, see `ttft_breakdown`
+
+
+def bench_chimera(
+    config_path: Path,
+    config: ChimeraConfig,
+    prompts: list[str],
+    levels: list[int],
+    output_tokens: int,
+    *,
+    guardrails: bool,
+) -> ChimeraRun:
+    """Start `chimera serve` (guardrails as configured, or disabled in a copy of the config) and bench it."""
+    data_dir = Path(config.data_dir)
+    if not guardrails:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        raw["guardrails"] = {**(raw.get("guardrails") or {}), "enabled": False}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config_path = data_dir / "bench-serving-guardrails-off.yaml"
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    with ServerProcess(config_path, free_port(), data_dir / "bench-server.log") as server:
+        stats, samples = asyncio.run(bench_endpoint(server.url, prompts, levels, output_tokens))
+    trace_path = data_dir / "traces.jsonl"
+    return ChimeraRun(stats, [ttft_breakdown(trace_path, level) for level in samples])
+
+
+def compare(raw: list[RunStats], chimera: list[RunStats]) -> list[dict[str, float]]:
+    """Chimera against raw vLLM at each concurrency: TTFT overheads (ms) and the throughput ratio."""
+    return [
+        {
+            "concurrency": r.concurrency,
+            "ttft_p50_overhead_ms": c.ttft_p50_ms - r.ttft_p50_ms,
+            "ttft_p99_overhead_ms": c.ttft_p99_ms - r.ttft_p99_ms,
+            "throughput_ratio": c.output_tokens_per_s / r.output_tokens_per_s,
+        }
+        for r, c in zip(raw, chimera, strict=True)
+    ]
 
 
 def main() -> None:
@@ -194,6 +304,7 @@ def main() -> None:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-guardrails-off", action="store_true", help="bench Chimera only as configured")
     args = parser.parse_args()
 
     config = load_config(args.config)
@@ -201,20 +312,14 @@ def main() -> None:
 
     raw = asyncio.run(bench_raw(config, prompts, args.concurrency, args.output_tokens))
     gc.collect()  # AsyncLLM's __del__ at interpreter exit would shut it down a second time, noisily
-    log = Path(config.data_dir) / "bench-server.log"
-    with ServerProcess(Path(args.config), free_port(), log) as server:
-        chimera = asyncio.run(bench_endpoint(server.url, prompts, args.concurrency, args.output_tokens))
+    settings = {"on": True} if args.skip_guardrails_off else {"on": True, "off": False}
+    runs = {
+        name: bench_chimera(Path(args.config), config, prompts, args.concurrency, args.output_tokens, guardrails=on)
+        for name, on in settings.items()
+    }
 
-    comparison = [
-        {
-            "concurrency": r.concurrency,
-            "ttft_p50_overhead_ms": c.ttft_p50_ms - r.ttft_p50_ms,
-            "ttft_p99_overhead_ms": c.ttft_p99_ms - r.ttft_p99_ms,
-            "throughput_ratio": c.output_tokens_per_s / r.output_tokens_per_s,
-        }
-        for r, c in zip(raw, chimera, strict=True)
-    ]
-    report = {
+    comparisons = {name: compare(raw, run.stats) for name, run in runs.items()}
+    report: dict[str, Any] = {
         "benchmark": "serving",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
@@ -224,19 +329,41 @@ def main() -> None:
         "output_tokens": args.output_tokens,
         "prompts": str(args.prompts or "builtin"),
         "raw_asyncllm": [asdict(r) for r in raw],
-        "chimera_auto": [asdict(c) for c in chimera],
-        "comparison": comparison,
+        "chimera_auto": [asdict(c) for c in runs["on"].stats],  # guardrails as configured
+        "comparison": comparisons["on"],
+        "ttft_breakdown_ms": {name: run.breakdown for name, run in runs.items()},
         "targets": {"ttft_p50_overhead_ms_max": 15, "throughput_ratio_min_at_8": 0.9},
     }
+    if "off" in runs:
+        report["chimera_auto_guardrails_off"] = [asdict(c) for c in runs["off"].stats]
+        report["comparison_guardrails_off"] = comparisons["off"]
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"serving-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    print(f"\nwritten to {out}")
-    for row in comparison:
-        p50, p99, ratio = row["ttft_p50_overhead_ms"], row["ttft_p99_overhead_ms"], row["throughput_ratio"]
-        print(f"c={row['concurrency']}: TTFT overhead p50 {p50:+.1f} ms, p99 {p99:+.1f} ms;", end=" ")
-        print(f"throughput {100 * ratio:.1f} % of raw")
+    print(f"\nwritten to {out}\n")
+    print_summary(raw, runs, comparisons)
+
+
+def print_summary(
+    raw: list[RunStats], runs: dict[str, ChimeraRun], comparisons: dict[str, list[dict[str, float]]]
+) -> None:
+    """One line per concurrency and guardrails setting, raw and Chimera side by side, then the TTFT legs."""
+    print("                   TTFT p50 ms raw/chimera  p99 ms raw/chimera  tokens/s raw/chimera  overheads, ratio")
+    for name, run in runs.items():
+        for r, c, row in zip(raw, run.stats, comparisons[name], strict=True):
+            p50, p99 = f"{r.ttft_p50_ms:7.1f} {c.ttft_p50_ms:7.1f}", f"{r.ttft_p99_ms:7.1f} {c.ttft_p99_ms:7.1f}"
+            rates = f"{r.output_tokens_per_s:7.1f} {c.output_tokens_per_s:7.1f}"
+            print(
+                f"c={r.concurrency} guardrails {name:3}   {p50}     {p99}     {rates}   "
+                f"p50 {row['ttft_p50_overhead_ms']:+.1f} ms, p99 {row['ttft_p99_overhead_ms']:+.1f} ms, "
+                f"{100 * row['throughput_ratio']:.1f} % of raw"
+            )
+    for name, run in runs.items():
+        for r, legs in zip(raw, run.breakdown, strict=True):
+            if legs:
+                shown = ", ".join(f"{leg} {ms:.1f}" for leg, ms in legs.items())
+                print(f"c={r.concurrency} guardrails {name} TTFT legs (ms, p50): {shown}")
 
 
 if __name__ == "__main__":  # vLLM spawns processes: keep the entry point guarded

@@ -1,46 +1,144 @@
-"""PII masking of a streamed answer: deltas go out as soon as no later delta can turn them into part of an entity.
+"""PII masking of a streamed answer: text goes out as soon as no later delta can make it part of an entity.
 
-The masker holds back the last `window` characters (and any entity that reaches into them). An entity shorter than
-the window that is still arriving lies wholly inside the held-back tail, so a phone number or e-mail address split
-across deltas is masked whole; text before the tail is final and goes out masked. Longer entities (a URL longer
-than the window) can have their beginning sent before their end is seen.
+What is final follows from the recognizers `pii.py` enables (Presidio's patterns, libphonenumber's matcher):
+
+- No entity contains a line break, or any whitespace other than space, tab, no-break space and ideographic space
+  (the "soft" spaces). Every other whitespace character is a boundary no entity crosses.
+- A soft space lies inside a phone number only after a digit, a leading `(` / `+`, or an extension label such as
+  `ext.`, with nothing but the number's punctuation in between; inside a card number or an SSN only after a digit;
+  inside an IBAN only within 43 characters of capitals, digits, spaces and hyphens that hold its start (two
+  capitals and two digits, `GB82`).
+- E-mail addresses, URLs and IP addresses hold no whitespace: they are whole once the word they are in ends.
+
+So the masker releases, masked, everything up to the last whitespace that no entity can contain, and holds back
+the rest: a word still arriving, or a run that could still grow into an entity. Masking the released segments one
+by one gives exactly what masking the whole answer at once gives: no match crosses a segment boundary, and the
+recognizers look at most one character past a match, which is that whitespace on both sides (the blank spaCy
+pipeline has no lemmas, so Presidio's context words never change a score). The held-back tail is capped at
+`window` characters; past the cap its start goes out anyway (never through an entity already found), so an
+entity longer than the cap, e.g. a very long URL, can have its beginning sent before its end is seen.
 """
 
+import re
+
 from chimera.guardrails.base import OutputStream
-from chimera.guardrails.pii import PiiMasker
+from chimera.guardrails.pii import PiiMasker, PiiSpan
+
+#: Whitespace that some entity may contain; any other whitespace ends every entity.
+SOFT_SPACES = frozenset(" \t\u00a0\u3000")
+#: What may separate a space inside a phone number from the digit, lead or extension label before it:
+#: libphonenumber's punctuation (`_VALID_PUNCTUATION`), its leads (`(`, `[`, `+`), and what its extension
+#: patterns put around a label (`,`, `:`, `;`, `#`).
+PHONE_GLUE = frozenset(
+    "-x\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\uff0e\uff0f \u00a0\u00ad\u200b\u2060\u3000"
+    "()\uff08\uff09\uff3b\uff3d.[]/~\u2053\u223c\uff5e+\uff0b\t,:;#\uff03\uff58"
+)
+_PHONE_LEADS = frozenset("([\uff08\uff3b+\uff0b")
+# libphonenumber's extension labels made of letters (case-insensitive), where its matcher accepts them: right
+# after the number's last digit or after spaces and commas
+_EXTENSION_LABEL_AT_END = re.compile(
+    r"(?:^|(?<=[\d \u00a0\t,]))"
+    r"(?:e?xt(?:ensi(?:o\u0301?|\u00f3))?n?|\uff45?\uff58\uff54\uff4e?|\u0434\u043e\u0431|anexo|int|\uff49\uff4e\uff54)\Z",
+    re.IGNORECASE,
+)
+_LONGEST_LABEL = 16
+_IBAN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -")
+_IBAN_START = re.compile(r"[A-Z]{2}[0-9]{2}")
+_IBAN_MAX_CHARS = 43  # Presidio's IBAN pattern: 4 + 6 x 5 + 5 + 4 characters at most, separators included
+#: Every entity `pii.py` counts holds one of these (URLs count only with a scheme, `://`): text without them
+#: needs no analysis.
+_ENTITY_HINT = re.compile(r"[\d@:]")
+_CONTEXT_CHARS = 64  # released text kept to judge the next boundaries (the IBAN look-back is the longest)
+
+
+def can_split_at(text: str, at: int, *, text_is_whole: bool = True) -> bool:
+    """Whether no entity can contain `text[at]`, a whitespace character, whatever text comes after it.
+
+    Args:
+        text: the answer so far (or its end, when `text_is_whole` is false).
+        at: index of a whitespace character in `text`.
+        text_is_whole: `text` starts where the answer starts; when it does not, a look-back that reaches its
+            start is treated as inconclusive (not splittable).
+    """
+    if text[at] not in SOFT_SPACES:
+        return True
+    i = at
+    while i > 0 and text[i - 1] in PHONE_GLUE:
+        i -= 1
+        if text[i] in _PHONE_LEADS:
+            return False
+    if i == 0:
+        return text_is_whole
+    if text[i - 1].isdigit():
+        return False
+    if _EXTENSION_LABEL_AT_END.search(text[max(0, i - _LONGEST_LABEL) : i]):
+        return False
+    run_start = at
+    while run_start > 0 and at - run_start < _IBAN_MAX_CHARS and text[run_start - 1] in _IBAN_CHARS:
+        run_start -= 1
+    if run_start == 0 and not text_is_whole and at < _IBAN_MAX_CHARS:
+        return False
+    return _IBAN_START.search(text, run_start, at) is None
 
 
 class StreamMasker(OutputStream):
-    """Masks PII in one streamed answer; `push` each delta, then `flush` at the end."""
+    """Masks PII in one streamed answer; `push` each delta, then `flush` at the end.
+
+    Args:
+        masker: the PII masker the output rails use.
+        window: cap on the characters held back (an entity still arriving that is longer may leak its start).
+    """
 
     def __init__(self, masker: PiiMasker, *, window: int = 64) -> None:
         if window < 1:
             raise ValueError("window must be positive")
         self.masker = masker
         self.window = window
-        self._pending = ""
+        self._pending = ""  # raw text not sent yet
+        self._context = ""  # the end of the raw text already sent, to judge boundaries in `_pending`
+        self._context_is_whole = True  # `_context` holds everything sent so far
 
     def push(self, delta: str) -> str:
         self._pending += delta
-        if len(self._pending) <= self.window:
-            return ""
-        spans = self.masker.find(self._pending)
-        cut = len(self._pending) - self.window
-        # never cut through a word: an entity still arriving may begin with it (unless the "word" is longer than
-        # the window, e.g. a base64 blob, which would otherwise stall the stream)
-        word_start = cut
-        while word_start > 0 and not self._pending[word_start - 1].isspace() and cut - word_start < self.window:
-            word_start -= 1
-        if word_start == 0 or self._pending[word_start - 1].isspace():
-            cut = word_start
-        for span in spans:  # and never through an entity (some contain spaces): hold all of it back
-            if span.start < cut < span.end:
-                cut = span.start
-        if cut == 0:
-            return ""
-        ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return self.masker.mask(ready, [s for s in spans if s.end <= cut])
+        out = self._release(self._last_split())
+        if len(self._pending) > self.window:
+            out += self._release_over_cap()
+        return out
 
     def flush(self) -> str:
-        rest, self._pending = self._pending, ""
-        return self.masker.mask(rest) if rest else ""
+        out = self._mask(self._pending)
+        self._pending = ""
+        return out
+
+    def _last_split(self) -> int:
+        """Length of the longest start of `_pending` that ends just after a whitespace no entity can contain."""
+        text, offset = self._context + self._pending, len(self._context)
+        for at in range(len(text) - 1, offset - 1, -1):
+            if text[at].isspace() and can_split_at(text, at, text_is_whole=self._context_is_whole):
+                return at + 1 - offset
+        return 0
+
+    def _release_over_cap(self) -> str:
+        """Send the start of an over-long tail: up to its first space inside the cap, never through an entity."""
+        spans = self.masker.find(self._pending) if _ENTITY_HINT.search(self._pending) else []
+        cut = len(self._pending) - self.window
+        spaces = [at for c in SOFT_SPACES if (at := self._pending.find(c, cut - 1)) >= 0]
+        cut = min(spaces) + 1 if spaces else cut  # not mid-word, unless the rest is a single word
+        for span in spans:
+            if span.start < cut < span.end:
+                cut = span.start if span.start > 0 else span.end  # an entity longer than the cap goes out whole
+        return self._release(cut, [s for s in spans if s.end <= cut])
+
+    def _release(self, cut: int, spans: list[PiiSpan] | None = None) -> str:
+        if cut <= 0:
+            return ""
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
+        context = self._context + ready
+        self._context_is_whole = self._context_is_whole and len(context) <= _CONTEXT_CHARS
+        self._context = context[-_CONTEXT_CHARS:]
+        return self._mask(ready, spans)
+
+    def _mask(self, text: str, spans: list[PiiSpan] | None = None) -> str:
+        if spans is None and not _ENTITY_HINT.search(text):
+            return text
+        return self.masker.mask(text, spans)
