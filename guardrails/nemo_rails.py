@@ -46,7 +46,7 @@ class NemoRails(Rails):
         checker, retrieval, masker, scanner: the offline checks behind the actions.
         max_user_turns: newest user turns checked per request (older ones were checked when they were new).
         cache_size: verdicts remembered by text, so a conversation's earlier turns are not re-checked (0: none).
-        stream_window: characters a streamed answer holds back for PII masking.
+        stream_window: cap on the characters a streamed answer holds back while they could still be part of PII.
     """
 
     def __init__(
