@@ -4,8 +4,8 @@ With a checkpointer every run is saved after each step under `thread_id` = sessi
 `interrupt_before` (node names of its graph: `act` pauses the ReAct agent before each tool call, `specialist`
 pauses the team after planning) stops there; `resume` continues it, approved or declined. A run cut short by a
 killed process resumes the same way from its last checkpoint. What a run was started with (graph, expert,
-sampling, interrupts) is kept in the checkpoint metadata, so a resume on any replica runs alike. A new message on
-a session with a paused run starts a new run; the paused one is dropped.
+sampling, interrupts, the caller's document scope) is kept in the checkpoint metadata, so a resume on any replica
+runs alike. A new message on a session with a paused run starts a new run; the paused one is dropped.
 
 A run's stream carries answer text and `ProgressEvent`s, and ends with one `RunOutcome`. Each graph is a
 `GraphKind` (graph_kind.py) registered in `GRAPHS`; a new graph is one file and one line here.
@@ -31,8 +31,9 @@ from chimera.memory.long_context.base import LongMemory
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.specs import ExpertName
-from chimera.tools.base import Tool
+from chimera.tools.base import Scope, Tool
 from chimera.tools.recall import Recall
+from chimera.tools.search.types import DEFAULT_TENANT, SearchFilters
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -66,6 +67,13 @@ class RunSettings:
     expert: ExpertName
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     interrupt_before: tuple[str, ...] = ()
+    tenant: str = DEFAULT_TENANT  # whose documents the run's tools read, and which of them (ACL groups)
+    groups: tuple[str, ...] = ()
+    whole_graph: bool = True  # may read the knowledge graph, which is not partitioned by tenant
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(SearchFilters(tenant=self.tenant, acl=frozenset(self.groups)), self.whole_graph)
 
     @property
     def kind(self) -> GraphKind:
@@ -84,7 +92,9 @@ class RunSettings:
         if data.get("graph") not in GRAPHS:
             return None
         sampling = SamplingOverrides(**{**data["sampling"], "stop": tuple(data["sampling"]["stop"])})
-        return cls(data["graph"], data["expert"], sampling, tuple(data["interrupt_before"]))
+        scope = {"tenant": data.get("tenant", DEFAULT_TENANT), "groups": tuple(data.get("groups", ())),
+                 "whole_graph": bool(data.get("whole_graph", False))}  # fmt: skip
+        return cls(data["graph"], data["expert"], sampling, tuple(data["interrupt_before"]), **scope)
 
 
 @dataclass(frozen=True)
@@ -126,8 +136,10 @@ class AgentRuns:
         expert: ExpertName,
         sampling: SamplingOverrides,
         interrupt_before: tuple[str, ...] | None = None,
+        scope: Scope | None = None,
     ) -> RunSettings:
-        """A new run's settings: the request's interrupts (checked), else the config's that name `graph`'s nodes.
+        """A new run's settings: the request's interrupts (checked), else the config's that name `graph`'s nodes;
+        its tools read what `scope` allows (None: the default tenant's documents without ACL, and the graph).
 
         Raises:
             InvalidInterruptError: the request named a node `graph` does not have.
@@ -144,7 +156,10 @@ class AgentRuns:
                     f"(nodes: {', '.join(nodes)})"
                 )
             interrupts = interrupt_before
-        return RunSettings(graph, expert, sampling, interrupts)
+        scope = scope or Scope()
+        filters = scope.filters
+        return RunSettings(graph, expert, sampling, interrupts, filters.tenant or DEFAULT_TENANT,
+                           tuple(sorted(filters.acl or ())), scope.whole_graph)  # fmt: skip
 
     async def run(
         self, settings: RunSettings, conversation: list[ChatMessage], session: str, parent: Context | None = None
@@ -261,7 +276,9 @@ class AgentRuns:
         sampling = settings.sampling
         if sampling.max_tokens is None:
             sampling = replace(sampling, max_tokens=self.agent.answer_max_tokens)
-        tools = {name: tool for name, tool in self.tools.items() if tool.available()}
+        scope = settings.scope
+        scoped = {name: tool.scoped(scope) for name, tool in self.tools.items() if tool.available()}
+        tools = {name: tool for name, tool in scoped.items() if tool is not None}
         if self.memory is not None and (await self.memory.state_info(session)).tokens_read > 0:
             tools[Recall.name] = Recall(self.memory, session, max_tokens=self.recall_max_tokens)
         return RunInputs(self.experts, settings.expert, tools, self.agent, sampling, parent)

@@ -9,6 +9,7 @@ agent's `ProgressEvent`s and ends with one `ChatOutcome`.
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -21,12 +22,16 @@ from chimera.agents.runs import GRAPHS, AgentRuns, RunDelta, RunStatus
 from chimera.agents.state import ProgressEvent
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import RailResult, Rails
+from chimera.identity.audit import audit
+from chimera.identity.principal import LOCAL, Principal
 from chimera.memory.long_context.base import LongMemoryError
-from chimera.memory.sessions.base import SessionStore, check_session_id
+from chimera.memory.sessions.base import SessionNotFoundError, SessionStore, check_session_id
 from chimera.messages import ChatMessage
+from chimera.models.engine.base import EngineUnavailableError
 from chimera.models.expert import Completion, Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
+from chimera.tools.base import Scope
 from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.chat")
@@ -43,6 +48,10 @@ class UnknownModelError(ChimeraError):
     """The request named a model Chimera does not serve."""
 
 
+class OverloadedError(EngineUnavailableError):
+    """The expert's engine holds as many requests as it may queue; new ones are refused until it drains."""
+
+
 def served_models() -> list[str]:
     """Every `model` value the chat endpoint accepts."""
     return [*AGENT_GRAPHS, AUTO_MODEL, *(EXPERT_PREFIX + e for e in EXPERT_NAMES)]
@@ -57,6 +66,7 @@ class ChatRequest:
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     session_id: str | None = None
     interrupt_before: tuple[str, ...] | None = None  # agent graphs: pause before these nodes (None: config's)
+    principal: Principal = LOCAL  # who asks: owns the session, decides which documents the tools see
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class ChatService:
         runs: AgentRuns,
         load: Callable[[], Mapping[ExpertName, ExpertLoad]] | None = None,
         read_after_turn: bool = True,
+        max_queue_factor: float | None = None,
     ) -> None:
         self.experts = experts
         self.router = router
@@ -129,6 +140,8 @@ class ChatService:
         self.memory = runs.memory
         self.read_after_turn = read_after_turn and runs.memory is not None
         self._reads: set[asyncio.Task[None]] = set()  # background memory reads of finished turns
+        self.max_queue_factor = max_queue_factor
+        self._in_flight: Counter[ExpertName] = Counter()  # this process's requests per expert (the poll lags)
 
     def resolve(self, model: str) -> ExpertName | None:
         """The expert a model name fixes, None when the router decides.
@@ -150,7 +163,11 @@ class ChatService:
             UnknownModelError, InvalidSessionIdError, SessionError, EngineError, RunError: mapped to HTTP by the API.
         """
         fixed = self.resolve(request.model)
+        principal = request.principal
         session_id = check_session_id(request.session_id) if request.session_id else uuid.uuid4().hex
+        if not await self.sessions.claim(session_id, principal.id):
+            audit("foreign_session", principal.id, context=parent, session=session_id, action="chat")
+            raise SessionNotFoundError(f"no session {session_id}")
         history = await self.sessions.load(session_id) if request.session_id else []
         conversation = [*history, *request.messages]
 
@@ -161,6 +178,7 @@ class ChatService:
         with _tracer.start_as_current_span("router.route", context=parent) as span:
             decision = await self._route(conversation, fixed)
             span.set_attributes(decision.as_attributes())
+        self._admit(decision.expert)
 
         guardrail = None if verdict.allowed else verdict.rail or "input"
         deltas: AsyncIterator[RunDelta]
@@ -170,15 +188,28 @@ class ChatService:
             conversation = verdict.messages or conversation
             graph = AGENT_GRAPHS.get(request.model)
             if graph is not None:
-                settings = self.runs.settings(graph, decision.expert, request.sampling, request.interrupt_before)
+                scope = Scope(principal.search_filters, whole_graph=principal.is_admin)
+                settings = self.runs.settings(graph, decision.expert, request.sampling, request.interrupt_before, scope)
                 deltas = self.runs.run(settings, conversation, session_id, parent)
             else:
                 deltas = _expert(self.experts[decision.expert], conversation, request.sampling, parent)
         # the session keeps the new turn as the model saw it (PII masked by the input rails)
         new_turn = None if guardrail else conversation[len(history) :]
-        finished = self._finish(deltas, new_turn, session_id, parent)
+        finished = self._finish(deltas, new_turn, session_id, decision.expert, parent)
         first = await anext(finished, None)
         return ChatStream(request.model, decision, session_id, guardrail, _prepend(first, finished))
+
+    def _admit(self, expert: ExpertName) -> None:
+        """Fail fast rather than queue without end: an expert without a live replica (a call would hang until
+        Serve replaces it), or one holding `max_queue_factor` times its capacity, is unavailable (503)."""
+        load = self.load().get(expert)
+        if load is None:
+            return
+        if not load.healthy:
+            raise EngineUnavailableError(f"the {expert} expert has no live replica; try again shortly")
+        held = max(load.ongoing, self._in_flight[expert])
+        if self.max_queue_factor is not None and held >= self.max_queue_factor * load.capacity:
+            raise OverloadedError(f"the {expert} expert is holding {held} requests; try again shortly")
 
     async def _route(self, conversation: list[ChatMessage], fixed: ExpertName | None) -> RouteDecision:
         if fixed is not None:
@@ -187,28 +218,45 @@ class ChatService:
             return await asyncio.to_thread(self.router.route, conversation, load=self.load())
         return self.router.route(conversation, load=self.load())
 
-    async def resume(self, session_id: str, *, approve: bool, parent: Context | None = None) -> ChatStream:
+    async def resume(
+        self, session_id: str, principal: Principal, *, approve: bool, parent: Context | None = None
+    ) -> ChatStream:
         """Continue the session's paused (or killed) agent run; `approve=False` declines the pending work.
 
         Raises:
-            InvalidSessionIdError, NothingToResumeError: mapped to HTTP by the API.
+            InvalidSessionIdError, SessionNotFoundError, NothingToResumeError: mapped to HTTP by the API.
         """
-        check_session_id(session_id)
+        await self._owned(session_id, principal, "resume", parent)
+        audit("run_resumed", principal.id, context=parent, session=session_id, approve=approve)
         settings, run = await self.runs.resume(session_id, approve=approve, parent=parent)
-        finished = self._finish(run, [], session_id, parent)
+        finished = self._finish(run, [], session_id, settings.expert, parent)
         first = await anext(finished, None)
         decision = RouteDecision(expert=settings.expert, confidence=1.0, explicit=True)
         return ChatStream(settings.kind.model, decision, session_id, None, _prepend(first, finished))
 
-    async def run_status(self, session_id: str) -> RunStatus:
-        """The session's last agent run: none, done, or paused (awaiting approval, or cut short)."""
-        return await self.runs.status(check_session_id(session_id))
+    async def run_status(self, session_id: str, principal: Principal) -> RunStatus:
+        """The session's last agent run: none, done, or paused (awaiting approval, or cut short).
+
+        Raises:
+            InvalidSessionIdError, SessionNotFoundError: mapped to HTTP by the API.
+        """
+        return await self.runs.status(await self._owned(session_id, principal, "run_status"))
+
+    async def _owned(self, session_id: str, principal: Principal, action: str, parent: Context | None = None) -> str:
+        """`session_id` if `principal` owns it; another's session is as unknown as one that never existed."""
+        owner = await self.sessions.owner(check_session_id(session_id))
+        if owner != principal.id:
+            if owner is not None:
+                audit("foreign_session", principal.id, context=parent, session=session_id, action=action)
+            raise SessionNotFoundError(f"no session {session_id}")
+        return session_id
 
     async def _finish(
         self,
         deltas: AsyncIterator[RunDelta],
         new_messages: list[ChatMessage] | None,
         session_id: str,
+        expert: ExpertName,
         parent: Context | None,
     ) -> AsyncIterator[ChatDelta]:
         """Pass the deltas through (answer text PII-masked as it streams), run the output rails, store the turn,
@@ -220,7 +268,7 @@ class ChatService:
         """
         masking = self.rails.output_stream()  # PII masked as the answer streams, split entities included
         text, run = "", RunOutcome()
-        async for delta in deltas:
+        async for delta in _counted(deltas, self._in_flight, expert):
             if isinstance(delta, RunOutcome):
                 run = delta
                 continue
@@ -308,6 +356,18 @@ def _rail_attributes(verdict: RailResult) -> dict[str, str | float]:
     if verdict.score is not None:
         attributes["chimera.rails.score"] = round(verdict.score, 4)
     return attributes
+
+
+async def _counted(
+    deltas: AsyncIterator[RunDelta], counter: Counter[ExpertName], expert: ExpertName
+) -> AsyncIterator[RunDelta]:
+    """`deltas`, counted in `counter[expert]` while they flow."""
+    counter[expert] += 1
+    try:
+        async for delta in deltas:
+            yield delta
+    finally:
+        counter[expert] -= 1
 
 
 async def _prepend(first: ChatDelta | None, rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:

@@ -7,7 +7,7 @@ standard `OTEL_EXPORTER_OTLP_ENDPOINT` (read by the tracing setup), and `NEO4J_U
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,6 +20,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class KeyLimits(_Frozen):
+    """What one API key may consume; None leaves that dimension unbounded."""
+
+    requests_per_minute: int | None = Field(None, gt=0, description="Chat and resume requests per minute (429 above).")
+    tokens_per_minute: int | None = Field(
+        None, gt=0, description="Prompt + completion tokens per minute; a key over it gets 429 until the minute ends."
+    )
+    concurrent_requests: int | None = Field(
+        None, gt=0, description="Chat and resume requests in flight at once (429 above)."
+    )
+    max_tokens: int = Field(4096, gt=0, description="Largest `max_tokens` a request may ask for (400 above).")
+
+
+Role = Literal["user", "admin"]
+
+
+class ApiKeyConfig(_Frozen):
+    """One API key of a small install, written in the config; larger ones use `chimera keys create`."""
+
+    key: str = Field(min_length=16, description="The bearer token (keep the config file private).")
+    id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Name in logs and audit events (default: a hash prefix)."
+    )
+    tenant: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Whose documents the key sees.")
+    groups: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")], ...] = Field(
+        (), description="ACL groups: documents tagged with one of these are visible."
+    )
+    role: Role = Field("user", description="`admin` may also ingest over the API and read every tenant's traces.")
+    limits: KeyLimits | None = Field(None, description="This key's limits (unset: `server.default_limits`).")
+
+
 class ServerConfig(_Frozen):
     """The OpenAI-compatible HTTP server."""
 
@@ -28,7 +59,30 @@ class ServerConfig(_Frozen):
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body accepted (413 above).")
     max_prompt_chars: int = Field(32_000, gt=0, description="Largest total message text accepted (413 above).")
     max_messages: int = Field(256, gt=0, description="Most messages one request may carry.")
-    api_keys: tuple[str, ...] = Field((), description="Accepted bearer tokens; empty means no auth (local use).")
+    api_keys: tuple[str | ApiKeyConfig, ...] = Field(
+        (),
+        description="Accepted keys: a bare token (tenant `default`, role user) or a full entry. With none here and "
+        "`key_store` off, every request acts as the one local admin (local use).",
+    )
+    key_store: bool = Field(
+        False, description="Also accept the keys `chimera keys create` stored (hashed) in Redis; turns auth on."
+    )
+    default_limits: KeyLimits = Field(default_factory=KeyLimits, description="Limits of keys that set none.")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="Longest a chat or resume request may run; an in-flight slot is freed after it."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for the next piece of a request body (408 after: slow clients)."
+    )
+    max_connections: int = Field(
+        1024, gt=0, description="Open connections beyond which new ones get 503 (uvicorn's limit_concurrency)."
+    )
+    max_queue_factor: float = Field(
+        4.0,
+        gt=0,
+        description="Backpressure: an expert whose engine holds this many times its capacity (batch slots x "
+        "`router.capacity_factor`) answers new requests with 503 + Retry-After instead of queueing them.",
+    )
 
 
 class RedisConfig(_Frozen):

@@ -5,9 +5,13 @@ scripted engines in-process. It connects to Redis (sessions, agent checkpoints, 
 router, the rails and the document index, and hands each expert its engine.
 """
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from chimera.agents.runs import AgentRuns
 from chimera.agents.state import checkpoint_serializer
@@ -19,11 +23,13 @@ from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
 from chimera.guardrails.factory import build_rails
 from chimera.guardrails.guarded_tool import guard_tool
+from chimera.identity.keys import Authenticator, RedisKeyStore
+from chimera.identity.limits import Limiter
 from chimera.memory.checkpoint.redis_saver import RedisCheckpointSaver
 from chimera.memory.long_context.base import LongMemory
 from chimera.memory.long_context.factory import build_long_memory, describe
 from chimera.memory.sessions.redis_store import RedisSessionStore
-from chimera.models.engine.base import EngineError, LLMEngine
+from chimera.models.engine.base import EngineHealth, LLMEngine
 from chimera.models.expert import Expert
 from chimera.models.router.base import Router
 from chimera.models.router.factory import build_router
@@ -35,20 +41,27 @@ from chimera.tools.run_python import RunPython
 from chimera.tools.search.factory import LiveIndex, open_graph_store
 
 log = logging.getLogger(__name__)
+HEALTH_TIMEOUT_S = 0.5  # each of /healthz's live checks (Redis, memory); engines are read from the last poll
 
 
 @dataclass
 class Service:
-    """The chat service and what it owns: the engines' load monitor, the checkpointer, the session memory."""
+    """The chat service and what it owns: the engines' load monitor, the checkpointer, the session memory, and who
+    may call it (API keys → principals) within which limits."""
 
     chat: ChatService
     engines: Mapping[str, LLMEngine]
     load: LoadMonitor
     checkpointer: RedisCheckpointSaver
     memory: LongMemory
+    authenticator: Authenticator
+    limiter: Limiter
+    redis: aioredis.Redis  # for /healthz's ping
 
     async def astart(self) -> None:
-        """Start what lives in the server's event loop: the load monitor."""
+        """Start what lives in the server's event loop: the load monitor (after a first poll, so that the router
+        and /healthz know the engines from the first request on)."""
+        await self.load.poll_once()
         self.load.start()
 
     async def aclose(self) -> None:
@@ -59,28 +72,47 @@ class Service:
         await self.memory.close()
         await self.checkpointer.aclose()
         self.checkpointer.close()
+        await self.authenticator.aclose()
+        await self.limiter.close()
+        await self.redis.aclose()
 
     async def health(self) -> dict[str, object]:
-        """Each engine's health and the session memory's, for /healthz."""
+        """For /healthz, within about a second whatever is down: each engine's last polled report (never a call
+        to the engines), Redis answering a ping, and the session memory's replicas."""
         engines: dict[str, object] = {}
         ok = True
-        for name, engine in self.engines.items():
-            try:
-                report = await engine.health()
-            except EngineError as e:  # a dead replica is a health finding, not a crash of /healthz
-                engines[name], ok = {"healthy": False, "error": str(e)}, False
-                continue
-            engines[name] = report.model_dump()
-            ok = ok and report.healthy
+        polled = self.load.engine_health()
+        for name in self.engines:
+            last = polled.get(name)
+            if isinstance(last, EngineHealth):
+                engines[name] = last.model_dump()
+                ok = ok and last.healthy
+            else:
+                engines[name] = {"healthy": False, "error": last or "not polled yet"}
+                ok = False
+        redis_error, memory = await asyncio.gather(self._redis_error(), self._memory_report())
+        ok = ok and redis_error is None and "error" not in memory
+        report: dict[str, object] = {"status": "ok" if ok else "degraded", "engines": engines, "memory": memory}
+        report["redis"] = {"ok": True} if redis_error is None else {"ok": False, "error": redis_error}
+        return report
+
+    async def _redis_error(self) -> str | None:
+        try:
+            await asyncio.wait_for(self.redis.ping(), HEALTH_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            return str(e) or f"no answer within {HEALTH_TIMEOUT_S:g} s"
+        return None
+
+    async def _memory_report(self) -> dict[str, object]:
         memory: dict[str, object] = {"mode": self.memory.mode, "detail": describe(self.memory)}
         try:
-            replicas = await self.memory.health()
-        except ChimeraError as e:
-            memory["error"], ok = str(e), False
+            replicas = await asyncio.wait_for(self.memory.health(), HEALTH_TIMEOUT_S)
+        except (ChimeraError, TimeoutError) as e:
+            memory["error"] = str(e) or f"no answer within {HEALTH_TIMEOUT_S:g} s"
         else:
             if replicas:
                 memory["replicas"] = [r.model_dump() for r in replicas]
-        return {"status": "ok" if ok else "degraded", "engines": engines, "memory": memory}
+        return memory
 
 
 def build_service(
@@ -136,8 +168,15 @@ def build_service(
         runs=runs,
         load=load.snapshot,
         read_after_turn=config.memory.read_after_turn,
+        max_queue_factor=config.server.max_queue_factor,
     )
-    return Service(chat, engines, load, checkpointer, memory)
+    server = config.server
+    keys = RedisKeyStore(redis_url) if server.key_store else None
+    authenticator = Authenticator(server, keys)
+    log.info("%s", authenticator.describe())
+    limiter = Limiter(redis_url, request_timeout_s=server.request_timeout_s)
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=HEALTH_TIMEOUT_S, socket_connect_timeout=HEALTH_TIMEOUT_S)
+    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis)
 
 
 def agent_tools(config: ChimeraConfig, rails: Rails) -> dict[str, Tool]:

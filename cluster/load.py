@@ -22,7 +22,10 @@ class LoadMonitor:
     """Polls every engine's `health()` (requests it holds now) and serves the newest snapshot per expert.
 
     Polling keeps the request path free of an extra round trip: the router reads a snapshot at most
-    `interval_s` old. An engine that cannot be read counts as unknown (never saturated), not as idle.
+    `interval_s` old, and /healthz reads the last reports instead of calling the engines. Engines are polled
+    together, each within `timeout_s`: an engine that does not answer in time (a dead replica Serve has not
+    replaced yet) is unhealthy, so requests for it fail fast instead of hanging. Before its first answer an
+    engine's load is unknown (never saturated).
     """
 
     def __init__(
@@ -31,43 +34,58 @@ class LoadMonitor:
         expert_engines: Mapping[ExpertName, str],
         capacity: Mapping[str, int],
         interval_s: float = 0.2,
+        timeout_s: float = 1.0,
     ) -> None:
         self._engines = dict(engines)
         self._expert_engines = dict(expert_engines)
         self._capacity = dict(capacity)
         self.interval_s = interval_s
-        self._ongoing: dict[str, int] = {}
+        self.timeout_s = timeout_s
+        self._reports: dict[str, EngineHealth] = {}  # the last answer of each engine that answered its last poll
+        self._errors: dict[str, str] = {}  # why each engine whose last poll failed is unhealthy
         self.failures: Counter[str] = Counter()  # failed polls per engine, since start
-        self._failing: set[str] = set()  # engines whose last poll failed (warned once until they answer again)
         self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[ExpertName, ExpertLoad]:
-        """Each expert's engine load, for experts whose engine answered the last poll."""
-        return {
-            expert: ExpertLoad(ongoing=self._ongoing[engine], capacity=self._capacity[engine])
-            for expert, engine in self._expert_engines.items()
-            if engine in self._ongoing
-        }
+        """Each expert's engine load, for experts whose engine has been polled (unhealthy when the last failed)."""
+        loads: dict[ExpertName, ExpertLoad] = {}
+        for expert, engine in self._expert_engines.items():
+            if (report := self._reports.get(engine)) is not None:
+                loads[expert] = ExpertLoad(
+                    ongoing=report.running, capacity=self._capacity[engine], healthy=report.healthy
+                )
+            elif engine in self._errors:
+                loads[expert] = ExpertLoad(ongoing=0, capacity=self._capacity[engine], healthy=False)
+        return loads
+
+    def engine_health(self) -> dict[str, EngineHealth | str]:
+        """Each polled engine's last report, or why its last poll failed (engines not polled yet are absent)."""
+        return {**self._reports, **self._errors}
 
     async def poll_once(self) -> None:
-        """Read every engine's load once. A failure makes that engine's load unknown; the first failure of a
-        streak is logged at warning (with the traceback when it is not an engine error: a bug here would
-        otherwise leave load unknown forever), the rest at debug; all are counted in `failures`."""
-        for name, engine in self._engines.items():
-            try:
-                self._ongoing[name] = (await engine.health()).running
-            except Exception as e:  # the poll loop must outlive any one failure; each is logged and counted
-                self._ongoing.pop(name, None)
-                self.failures[name] += 1
-                if name in self._failing:
-                    log.debug("load of engine %s still unknown: %s", name, e)
-                else:
-                    self._failing.add(name)
-                    log.warning("load of engine %s unknown: %s", name, e, exc_info=not isinstance(e, EngineError))
+        """Read every engine's load once, all together. A failure (or no answer within `timeout_s`) makes that
+        engine unhealthy; the first failure of a streak is logged at warning (with the traceback when it is not
+        an engine error: a bug here would otherwise go unseen), the rest at debug; all are counted."""
+        await asyncio.gather(*(self._poll(name, engine) for name, engine in self._engines.items()))
+
+    async def _poll(self, name: str, engine: HealthSource) -> None:
+        try:
+            report = await asyncio.wait_for(engine.health(), self.timeout_s)
+        except Exception as e:  # the poll loop must outlive any one failure; each is logged and counted
+            self._reports.pop(name, None)
+            self.failures[name] += 1
+            reason = str(e) or f"no answer within {self.timeout_s:g} s"
+            if name in self._errors:
+                log.debug("engine %s still unhealthy: %s", name, reason)
             else:
-                if name in self._failing:
-                    self._failing.discard(name)
-                    log.info("load of engine %s known again", name)
+                log.warning(
+                    "engine %s unhealthy: %s", name, reason, exc_info=not isinstance(e, EngineError | TimeoutError)
+                )
+            self._errors[name] = reason
+            return
+        if self._errors.pop(name, None) is not None:
+            log.info("engine %s answers again", name)
+        self._reports[name] = report
 
     def start(self) -> None:
         """Start polling in the running event loop."""

@@ -1,9 +1,12 @@
 """`LLMEngine` over a Ray Serve handle: streams deltas out of an `ExpertServer` replica."""
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
+from chimera.errors import ChimeraError
 from chimera.models.engine.base import (
+    EngineError,
     EngineHealth,
     EngineUnavailableError,
     GenerationDelta,
@@ -13,6 +16,8 @@ from chimera.models.engine.base import (
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+log = logging.getLogger(__name__)
 
 
 class ServeEngineClient(LLMEngine):
@@ -26,12 +31,30 @@ class ServeEngineClient(LLMEngine):
         self._stream = handle.options(stream=True, method_name="generate")
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """The replica's deltas; its typed errors come out as themselves, without Ray's wrapper (whose text
+        carries the remote traceback, pids and addresses, which must not reach an API client).
+
+        Raises:
+            EngineError: the replica's own error (`PromptTooLongError`, …), or a bug there (message only).
+            EngineUnavailableError: the replica died or the deployment is gone.
+        """
+        from ray.exceptions import RayActorError, RayTaskError
+        from ray.serve.exceptions import RayServeException
+
         responses = cast("DeploymentResponseGenerator[GenerationDelta]", self._stream.remote(request))
         done = False
         try:
             async for delta in responses:
                 yield delta
             done = True
+        except RayTaskError as e:
+            if isinstance(e.cause, ChimeraError):
+                raise e.cause from None
+            log.error("engine replica failed on %s: %s", request.request_id, e)
+            raise EngineError(f"the engine replica failed ({type(e.cause).__name__})") from None
+        except (RayActorError, RayServeException) as e:
+            log.error("engine replica unavailable on %s: %s", request.request_id, e)
+            raise EngineUnavailableError("the engine replica is not running; try again shortly") from None
         finally:
             if not done:
                 responses.cancel()

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from chimera.guardrails.base import Rails
-from chimera.tools.base import SourcedResult, Tool, ToolError
+from chimera.tools.base import Scope, SourcedResult, Tool, ToolError
 
 
 class _GuardedTool(Tool):
@@ -18,6 +18,12 @@ class _GuardedTool(Tool):
 
     def available(self) -> bool:
         return self.inner.available()
+
+    def scoped(self, scope: Scope) -> Tool | None:
+        inner = self.inner.scoped(scope)
+        if inner is None or inner is self.inner:
+            return None if inner is None else self
+        return type(self)(inner, self.rails, self.field)
 
     async def run(self, args: Any) -> str | SourcedResult:
         verdict = await self.rails.check_tool_input(self.name, str(getattr(args, self.field)))

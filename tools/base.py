@@ -1,12 +1,13 @@
 """The tool seam: a name, a description, a pydantic argument model, and an async `run`."""
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
 from chimera.errors import ChimeraError
+from chimera.tools.search.types import SearchFilters
 
 if TYPE_CHECKING:
     from chimera.tools.search.types import RetrievedChunk
@@ -30,6 +31,15 @@ class Grounding(Protocol):
     async def ground(self, question: str) -> SourcedResult | None: ...
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What one caller may read through the tools: the documents `filters` admit; `whole_graph` also the knowledge
+    graph, which holds every tenant's chunks and entities (only admins, and the local user without keys)."""
+
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    whole_graph: bool = True
+
+
 class Tool(ABC):
     """A capability an agent may call. Subclasses set `name`, `description` and `Args`."""
 
@@ -40,6 +50,11 @@ class Tool(ABC):
     def available(self) -> bool:
         """Whether the agent may be offered this tool now (a search tool without documents is not)."""
         return True
+
+    def scoped(self, scope: Scope) -> "Tool | None":
+        """This tool as one caller may use it: a copy that reads only what `scope` allows, or None when the tool
+        cannot be limited to it (it is not offered then). Tools that read no documents are themselves."""
+        return self
 
     @classmethod
     def args_schema(cls) -> dict[str, Any]:

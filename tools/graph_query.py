@@ -2,7 +2,7 @@
 
 The guard is `GraphStore.execute_read`: write clauses and unknown procedures are refused before anything runs, the
 rows are capped and the query is stopped at a time limit. This tool turns each refusal into an observation the model
-can act on. The graph holds every tenant's chunks; offer the tool only where that is acceptable.
+can act on. The graph holds every tenant's chunks, so `scoped` offers it only to callers that may read all of it.
 """
 
 import asyncio
@@ -14,7 +14,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from chimera.memory.graph.base import GraphStore, GraphStoreError, QueryTimeoutError, ReadOnlyViolation, Row
-from chimera.tools.base import Tool, ToolError
+from chimera.tools.base import Scope, Tool, ToolError
 
 _MAX_CELL_CHARS = 200
 _BACKSTOP_S = 5.0  # beyond the query's own limit: a store that does not stop in time still answers the model
@@ -78,6 +78,10 @@ class GraphQuery(Tool):
     def available(self) -> bool:
         """Offered to the agent only when there is a graph to query (None: always)."""
         return self._available() if self._available is not None else True
+
+    def scoped(self, scope: Scope) -> "GraphQuery | None":
+        """The graph is not partitioned by tenant or group: only a caller that may read all of it gets the tool."""
+        return self if scope.whole_graph else None
 
     def close(self) -> None:
         """Close the store if this tool opened it; a later call opens it again."""

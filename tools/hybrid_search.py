@@ -1,6 +1,7 @@
 """`hybrid_search`: the agents' way into the company's documents (fused BM25 + dense + graph retrieval)."""
 
 import asyncio
+import copy
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from chimera.guardrails.base import DisabledRails, Rails
-from chimera.tools.base import SourcedResult, Tool
+from chimera.tools.base import Scope, SourcedResult, Tool
 from chimera.tools.search.index import HybridIndex
 from chimera.tools.search.types import RetrievedChunk, SearchFilters
 
@@ -51,6 +52,12 @@ class HybridSearch(Tool):
     def available(self) -> bool:
         index = self._index()
         return index is not None and len(index) > 0
+
+    def scoped(self, scope: Scope) -> "HybridSearch":
+        """The same index (and lock), seeing only the chunks `scope.filters` admit."""
+        other = copy.copy(self)
+        other.filters = scope.filters
+        return other
 
     async def run(self, args: HybridSearchArgs) -> str | SourcedResult:
         passages = await self._guarded(await asyncio.to_thread(self._search, args.query))

@@ -1,25 +1,45 @@
 """The FastAPI application: routes, auth, error mapping. Built around an already started `ChatService`."""
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from chimera.agents.runs import GRAPHS
 from chimera.api.chat_routes import router as chat_router
-from chimera.api.errors import APIError, install_error_handlers, json_error
-from chimera.api.protocol import ModelCard, ModelList
+from chimera.api.errors import install_error_handlers, json_error, to_api_error
+from chimera.api.protocol import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, ResumeRequest
 from chimera.api.session_routes import router as session_router
 from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, served_models
 from chimera.config import ServerConfig
+from chimera.errors import ChimeraError
+from chimera.identity.audit import audit
+from chimera.identity.keys import Authenticator
 
 if TYPE_CHECKING:
     from chimera.service import Service
 
 meta_router = APIRouter()
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})  # answered without an API key
+ERROR_STATUSES = {  # what any route may answer besides its success (`chimera.api.errors.to_api_error`)
+    "400": "Invalid request (the message and `param` say what).",
+    "401": "Missing or invalid API key.",
+    "404": "Unknown model, route or session (another key's session is unknown too).",
+    "405": "Method not allowed.",
+    "408": "The request body stopped arriving.",
+    "409": "Nothing to resume.",
+    "413": "Request body or prompt too large.",
+    "429": "Over one of the key's limits; see Retry-After.",
+    "503": "An engine, Redis or the key store is unavailable; see Retry-After.",
+}
+REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {  # (method, path): (body, required)
+    ("post", "/v1/chat/completions"): (ChatCompletionRequest, True),
+    ("post", "/v1/sessions/{session_id}/resume"): (ResumeRequest, False),
+}
 
 
 @meta_router.get("/v1/models")
@@ -61,16 +81,52 @@ def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
     app.include_router(session_router)
     app.include_router(meta_router)
 
-    if limits.api_keys:
-        keys = [k.encode() for k in limits.api_keys]
+    authenticator = service.authenticator
+    app.state.limiter = service.limiter
 
-        @app.middleware("http")
-        async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            if request.url.path != "/healthz":
-                token = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-                if not any(hmac.compare_digest(token, k) for k in keys):
-                    return json_error(APIError(401, "invalid or missing API key", "authentication_error",
-                                               code="invalid_api_key"))  # fmt: skip
-            return await call_next(request)
+    @app.middleware("http")
+    async def _authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every route but /healthz and /openapi.json acts as the principal of the request's API key (401 without
+        a valid one)."""
+        if request.url.path not in PUBLIC_PATHS:
+            try:
+                request.state.principal = await authenticator.authenticate(request.headers.get("authorization"))
+            except ChimeraError as e:
+                error = to_api_error(e)
+                if error.status == 401:
+                    audit("auth_refused", None, reason=error.message, path=request.url.path)
+                return json_error(error)
+        return await call_next(request)
 
+    app.openapi = lambda: _openapi(app, auth=Authenticator.required(limits))  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI, *, auth: bool) -> dict[str, Any]:
+    """FastAPI's document, plus the request bodies the handlers read themselves (so that their size limit and
+    error shapes apply), and the bearer scheme when keys are required."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for (method, path), (model, required) in REQUEST_BODIES.items():
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+        schema["paths"][path][method]["requestBody"] = {"required": required, "content": content}
+    components["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(components["ErrorResponse"].pop("$defs", {}))
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            for status in ERROR_STATUSES if path != "/healthz" else ("503",):
+                operation["responses"].setdefault(status, {"description": ERROR_STATUSES[status], **error})
+    if auth:
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in schema["paths"].items():
+            if path not in PUBLIC_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+    app.openapi_schema = schema
+    return schema

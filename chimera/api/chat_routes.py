@@ -1,9 +1,13 @@
 """POST /v1/chat/completions: JSON or server-sent events in OpenAI's chunk format."""
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,28 +26,56 @@ from chimera.api.protocol import (
     error_payload,
 )
 from chimera.api.requests import parse_chat_request, read_body, to_chat_request
-from chimera.chat import ChatOutcome, ChatService, ChatStream
+from chimera.chat import ChatDelta, ChatOutcome, ChatService, ChatStream
 from chimera.cluster.tracing import trace_id_hex
 from chimera.config import ServerConfig
+from chimera.identity.limits import Admission, Limiter
+from chimera.identity.principal import Principal
 
 router = APIRouter()
 _tracer = trace.get_tracer("chimera.api")
+T = TypeVar("T")
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     service: ChatService = request.app.state.service
     limits: ServerConfig = request.app.state.limits
+    principal: Principal = request.state.principal
     span = _tracer.start_span("POST /v1/chat/completions", kind=trace.SpanKind.SERVER)
+    span.set_attribute("chimera.principal", principal.id)
     parent = trace.set_span_in_context(span)
     try:
-        wire = parse_chat_request(await read_body(request, limits.max_body_bytes), limits)
+        wire = parse_chat_request(await read_body(request, limits), limits)
         span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
-        chat = await service.start(to_chat_request(wire, limits, request.headers.get("x-session-id")), parent=parent)
+        chat_request = to_chat_request(wire, limits, principal, request.headers.get("x-session-id"))
+        admission = await request.app.state.limiter.admit(principal)
+        try:
+            chat = await service.start(chat_request, parent=parent)
+        except BaseException:
+            await request.app.state.limiter.release(admission, 0)
+            raise
     except Exception as e:
         raise failed(span, e) from e
-    return await respond(chat, wire.model, span, stream=wire.stream,
+    chat = metered(chat, request.app.state.limiter, admission)
+    return await respond(request, chat, wire.model, span, stream=wire.stream,
                          include_usage=bool(wire.stream_options and wire.stream_options.include_usage))  # fmt: skip
+
+
+def metered(chat: ChatStream, limiter: Limiter, admission: Admission) -> ChatStream:
+    """`chat`, releasing its admission with the tokens it spent when its stream ends (or is abandoned)."""
+
+    async def deltas() -> AsyncIterator[ChatDelta]:
+        tokens = 0
+        try:
+            async for delta in chat:
+                if isinstance(delta, ChatOutcome):
+                    tokens = delta.prompt_tokens + delta.completion_tokens
+                yield delta
+        finally:
+            await limiter.release(admission, tokens)
+
+    return dataclasses.replace(chat, _deltas=deltas())
 
 
 def failed(span: trace.Span, e: Exception) -> APIError:
@@ -55,10 +87,14 @@ def failed(span: trace.Span, e: Exception) -> APIError:
     return error
 
 
-async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: bool, include_usage: bool) -> Response:
+async def respond(
+    request: Request, chat: ChatStream, model: str, span: trace.Span, *, stream: bool, include_usage: bool
+) -> Response:
     """A started chat as an OpenAI chat completion (JSON, or server-sent events), with Chimera's headers.
 
-    Ends `span` when the answer has been sent.
+    A client that leaves stops the generation either way: a stream is closed by the server, a JSON answer is
+    abandoned here (which closes the stream to the engine, which aborts the request). Ends `span` when the
+    answer has been sent.
     """
     decision = chat.decision
     headers = {
@@ -77,7 +113,10 @@ async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: boo
         body = _sse(chat, model, include_usage, completion_id, span)
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
     try:
-        outcome = await _outcome(chat)
+        outcome = await _unless_disconnected(request, _outcome(chat))
+    except ClientDisconnected:
+        span.set_attribute("chimera.client_disconnected", True)
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
     except Exception as e:
         error = to_api_error(e)
         span.set_status(trace.StatusCode.ERROR, error.message)
@@ -92,6 +131,33 @@ async def respond(chat: ChatStream, model: str, span: trace.Span, *, stream: boo
         chimera=_extension(outcome, chat.session_id),
     )
     return JSONResponse(completion.model_dump(exclude_none=True), headers=headers)
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its JSON answer was ready."""
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result; cancelled (and `ClientDisconnected` raised) as soon as the client goes away."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():  # the client left (or the server is stopping): stop generating
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientDisconnected
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: the only message left is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _outcome(chat: ChatStream) -> ChatOutcome:

@@ -8,9 +8,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chimera.agents.runs import InvalidInterruptError, NothingToResumeError
 from chimera.api.protocol import error_payload
-from chimera.chat import UnknownModelError
+from chimera.chat import OverloadedError, UnknownModelError
 from chimera.errors import ChimeraError
-from chimera.memory.sessions.base import InvalidSessionIdError, SessionError
+from chimera.identity.keys import AuthenticationError, KeyStoreError
+from chimera.identity.limits import LimitError, RateLimitedError
+from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionNotFoundError
 from chimera.models.engine.base import EngineError, EngineUnavailableError, PromptTooLongError
 
 log = logging.getLogger(__name__)
@@ -19,10 +21,19 @@ log = logging.getLogger(__name__)
 class APIError(ChimeraError):
     """An error with its HTTP status, raised by handlers for bad requests."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", *,
-                 param: str | None = None, code: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.retry_after_s = retry_after_s  # sent as Retry-After (429, 503)
 
 
 def to_api_error(e: Exception) -> APIError:
@@ -40,8 +51,18 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(409, str(e), code="nothing_to_resume")
         case InvalidSessionIdError():
             return APIError(400, str(e), param="x-session-id", code="invalid_session_id")
+        case SessionNotFoundError():
+            return APIError(404, str(e), code="session_not_found")
+        case AuthenticationError():
+            return APIError(401, str(e), "authentication_error", code="invalid_api_key")
+        case RateLimitedError():
+            return APIError(429, str(e), "rate_limit_error", code=e.limit, retry_after_s=e.retry_after_s)
+        case KeyStoreError() | LimitError():
+            return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=1)
+        case OverloadedError():
+            return APIError(503, str(e), "service_unavailable", code="overloaded", retry_after_s=1)
         case EngineUnavailableError() | SessionError():
-            return APIError(503, str(e), "service_unavailable", code="unavailable")
+            return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=5)
         case EngineError():
             return APIError(500, str(e), "engine_error")
     log.exception("unhandled error", exc_info=e)
@@ -49,7 +70,9 @@ def to_api_error(e: Exception) -> APIError:
 
 
 def json_error(e: APIError) -> JSONResponse:
-    return JSONResponse(error_payload(e.message, e.type, param=e.param, code=e.code), status_code=e.status)
+    headers = {"retry-after": str(e.retry_after_s)} if e.retry_after_s is not None else None
+    payload = error_payload(e.message, e.type, param=e.param, code=e.code)
+    return JSONResponse(payload, status_code=e.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -44,7 +44,7 @@ class ChatCompletionRequest(_Wire):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="64-bit sampling seed.")
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence (benchmarks).")
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     user: str | None = None
@@ -158,6 +158,12 @@ class ErrorBody(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API returns: OpenAI's shape."""
+
+    error: ErrorBody
 
 
 def error_payload(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -10,9 +10,10 @@ import asyncio
 import codecs
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 
+from chimera.cli._redis import redis_url
 from chimera.config import ChimeraConfig
 from chimera.errors import ChimeraError
 from chimera.memory.long_context.base import LongMemory
@@ -45,7 +46,7 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
 
 
 def _run(config: ChimeraConfig, args: argparse.Namespace) -> int:
-    with _redis(config) as url:
+    with redis_url(config) as url:
         return asyncio.run(_act(config, url, args))
 
 
@@ -81,24 +82,6 @@ def _text_blocks(path: Path) -> Iterator[str]:
         raise MemoryInputError(f"cannot read {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
         raise MemoryInputError(f"{path} is not UTF-8 text (byte {e.start} of a block): convert it first") from e
-
-
-@contextmanager
-def _redis(config: ChimeraConfig) -> Iterator[str]:
-    """The config's Redis URL; the embedded server is reused if running, else started for the command."""
-    if config.redis.url is not None:
-        yield config.redis.url
-        return
-    from chimera.memory.redis_server import EmbeddedRedis
-
-    server = EmbeddedRedis(config.data_dir / "redis")
-    running = server.serving()
-    url = server.start()
-    try:
-        yield url
-    finally:
-        if not running:
-            server.stop()
 
 
 @asynccontextmanager

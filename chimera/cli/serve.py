@@ -38,7 +38,8 @@ def _serve(config: ChimeraConfig, args: argparse.Namespace) -> int:
     try:
         app = create_app(runtime.start(), config.server)
         print(f"Chimera serving on http://{server.host}:{server.port}", flush=True)
-        uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=10)
+        uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=10,
+                    limit_concurrency=server.max_connections, timeout_keep_alive=5)  # fmt: skip
     finally:
         runtime.stop()
     return 0

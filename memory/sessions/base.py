@@ -17,6 +17,10 @@ class InvalidSessionIdError(SessionError):
     """A session id with characters or a length we do not accept."""
 
 
+class SessionNotFoundError(SessionError):
+    """No session of the caller's has this id (it may be another principal's: that is not said)."""
+
+
 def check_session_id(session_id: str) -> str:
     """Return `session_id` if it is 1–128 characters of `A-Za-z0-9._:-`."""
     if not _SESSION_ID.fullmatch(session_id):
@@ -25,7 +29,15 @@ def check_session_id(session_id: str) -> str:
 
 
 class SessionStore(ABC):
-    """Stores the turns of each session, oldest first."""
+    """Stores the turns of each session, oldest first, and who owns each session."""
+
+    @abstractmethod
+    async def claim(self, session_id: str, owner: str) -> bool:
+        """Make `owner` the session's owner if it has none; True when `owner` owns it (now or before)."""
+
+    @abstractmethod
+    async def owner(self, session_id: str) -> str | None:
+        """Who owns the session; None when nobody does (unknown or expired)."""
 
     @abstractmethod
     async def load(self, session_id: str) -> list[ChatMessage]:
@@ -33,11 +45,11 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def append(self, session_id: str, messages: list[ChatMessage]) -> None:
-        """Add turns at the end (atomically) and refresh the session's expiry."""
+        """Add turns at the end (atomically) and refresh the session's expiry (and its owner's)."""
 
     @abstractmethod
     async def delete(self, session_id: str) -> None:
-        """Forget the session."""
+        """Forget the session and its owner."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -8,7 +8,8 @@ from chimera.messages import ChatMessage
 
 
 class RedisSessionStore(SessionStore):
-    """Each session is a Redis list `chimera:session:<id>`, trimmed to `max_messages`, expiring after `ttl_s`."""
+    """Each session is a Redis list `chimera:session:<id>`, trimmed to `max_messages`, expiring after `ttl_s`;
+    its owner is `chimera:session-owner:<id>`, with the same expiry."""
 
     def __init__(self, url: str, *, ttl_s: int, max_messages: int) -> None:
         self._redis = aioredis.Redis.from_url(url)
@@ -19,6 +20,27 @@ class RedisSessionStore(SessionStore):
     def _key(session_id: str) -> str:
         return f"chimera:session:{check_session_id(session_id)}"
 
+    @staticmethod
+    def _owner_key(session_id: str) -> str:
+        return f"chimera:session-owner:{check_session_id(session_id)}"
+
+    async def claim(self, session_id: str, owner: str) -> bool:
+        key = self._owner_key(session_id)
+        try:
+            if await self._redis.set(key, owner, nx=True, ex=self._ttl_s):
+                return True
+            current = await self._redis.get(key)
+        except RedisError as e:
+            raise SessionError(f"cannot read the owner of session {session_id}: {e}") from e
+        return current is not None and _text(current) == owner
+
+    async def owner(self, session_id: str) -> str | None:
+        try:
+            current = await self._redis.get(self._owner_key(session_id))
+        except RedisError as e:
+            raise SessionError(f"cannot read the owner of session {session_id}: {e}") from e
+        return _text(current) if current is not None else None
+
     async def load(self, session_id: str) -> list[ChatMessage]:
         try:
             raw = await self._redis.lrange(self._key(session_id), 0, -1)
@@ -27,23 +49,28 @@ class RedisSessionStore(SessionStore):
         return [ChatMessage.model_validate_json(item) for item in raw]
 
     async def append(self, session_id: str, messages: list[ChatMessage]) -> None:
+        key = self._key(session_id)
         if not messages:
             return
-        key = self._key(session_id)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, *(m.model_dump_json() for m in messages))
                 pipe.ltrim(key, -self._max_messages, -1)
                 pipe.expire(key, self._ttl_s)
+                pipe.expire(self._owner_key(session_id), self._ttl_s)
                 await pipe.execute()
         except RedisError as e:
             raise SessionError(f"cannot write session {session_id}: {e}") from e
 
     async def delete(self, session_id: str) -> None:
         try:
-            await self._redis.delete(self._key(session_id))
+            await self._redis.delete(self._key(session_id), self._owner_key(session_id))
         except RedisError as e:
             raise SessionError(f"cannot delete session {session_id}: {e}") from e
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -43,10 +43,12 @@ class ExpertLoad(BaseModel):
 
     ongoing: int = Field(ge=0, description="Requests the engine holds now (running or waiting).")
     capacity: int = Field(gt=0, description="Ongoing requests at which the expert counts as saturated.")
+    healthy: bool = Field(True, description="False: the engine has no live replica (its last health poll failed).")
 
     @property
     def saturated(self) -> bool:
-        return self.ongoing >= self.capacity
+        """Cannot take more now: full, or without a live replica (so the router spills either way)."""
+        return not self.healthy or self.ongoing >= self.capacity
 
 
 class Router(ABC):

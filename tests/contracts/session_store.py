@@ -3,7 +3,8 @@
 The properties: `append` adds turns at the end and `load` returns them in order, roles and contents intact
 (unicode and empty content included); appending nothing changes nothing; a session keeps only its newest
 `max_messages` turns; every append (re)sets the session's expiry to `ttl_s`; sessions never see each other's
-turns; `load` of an unknown session is `[]`; `delete` forgets one session and leaves the others; every method
+turns; `load` of an unknown session is `[]`; `delete` forgets one session (and its owner) and leaves the others; the
+first `claim` of a session makes its owner, later claims by others fail, also when they race; every method
 refuses an id outside 1–128 characters of `A-Za-z0-9._:-` with `InvalidSessionIdError` (a `SessionError`) before
 touching storage; concurrent appends to one session lose nothing.
 
@@ -96,7 +97,9 @@ class SessionStoreContract:
     @pytest.mark.parametrize("bad", BAD_IDS)
     async def test_a_bad_session_id_is_refused_by_every_method(self, make_store: MakeStore, bad: str) -> None:
         async with make_store(60, 10) as store:
-            for call in (store.load(bad), store.append(bad, [msg("user", "x")]), store.delete(bad)):
+            calls = (store.load(bad), store.append(bad, [msg("user", "x")]), store.append(bad, []),
+                     store.delete(bad), store.claim(bad, "alice"), store.owner(bad))  # fmt: skip
+            for call in calls:
                 with pytest.raises(InvalidSessionIdError):
                     await call
             assert issubclass(InvalidSessionIdError, SessionError)
@@ -117,3 +120,17 @@ class SessionStoreContract:
         assert sorted(loaded) == sorted(f"{i}{part}" for i in range(40) for part in "ab")
         for i in range(40):  # each append's turns stay together, in their order
             assert loaded.index(f"{i}b") == loaded.index(f"{i}a") + 1
+
+    async def test_the_first_claim_owns_a_session(self, make_store: MakeStore) -> None:
+        sid = session()
+        async with make_store(60, 10) as store:
+            assert await store.owner(sid) is None
+            claims = await asyncio.gather(*(store.claim(sid, f"p{i}") for i in range(8)))
+            assert sum(claims) == 1
+            owner = await store.owner(sid)
+            assert owner == f"p{claims.index(True)}"
+            assert await store.claim(sid, owner) and not await store.claim(sid, "someone-else")
+            await store.append(sid, [msg("user", "mine")])
+            assert await store.owner(sid) == owner
+            await store.delete(sid)
+            assert await store.owner(sid) is None and await store.claim(sid, "someone-else")

@@ -1,6 +1,6 @@
 """Bad input that needs a real engine to judge (a prompt over the context window) gets a clear OpenAI-style error,
-and the real server keeps serving. Request validation without an engine is tested in-process, fast:
-tests/unit/test_chat_service.py."""
+with nothing of the replica (traceback, pid, address) in it, and the real server keeps serving. Request validation
+without an engine is tested in-process, fast: tests/unit/test_chat_service.py."""
 
 import httpx
 import pytest
@@ -21,7 +21,10 @@ def test_prompt_over_the_context_window_is_400(http: httpx.Client) -> None:
     for stream in (False, True):
         response = http.post("/v1/chat/completions", json={**body, "stream": stream})
         assert response.status_code == 400, response.text
-        assert response.json()["error"]["code"] == "context_length_exceeded"
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded"
+        leaks = ("Traceback", 'File "', "pid=", "ip=", "actor_id", "ray::", ".py")
+        assert not any(leak in error["message"] for leak in leaks), error["message"]  # nothing of the replica
 
 
 def test_server_still_serves_after_all_that(http: httpx.Client) -> None:

@@ -7,8 +7,11 @@ runs paused for approval and resumed, and every bad request that needs no engine
 test_bad_input.py keeps those that do). Streaming is tested against the real server (tests/integration).
 """
 
+import asyncio
 import json
+import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from chimera.models.router.heuristic import HeuristicRouter
 from chimera.models.specs import ExpertName
 from chimera.service import Service, build_service
 from tests.unit.fakes import ScriptedEngine
+from tests.unit.http_server import served
 
 ROOT = Path(__file__).parents[2]
 NONE = json.dumps({"tool": "none"})
@@ -145,6 +149,61 @@ async def test_models_and_health_are_served(stack: Stack) -> None:
     assert health.json()["memory"]["mode"] == "extractive"
 
 
+class StuckEngine(ScriptedEngine):
+    """A replica that died and has not been replaced: while not `alive`, health and generation never answer."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.alive = asyncio.Event()
+        self.alive.set()
+
+    async def health(self):
+        await self.alive.wait()
+        return await super().health()
+
+    async def generate(self, request):
+        await self.alive.wait()
+        async for delta in super().generate(request):
+            yield delta
+
+
+async def test_a_dead_replica_makes_healthz_503_within_a_second_and_requests_fail_fast(
+    config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
+) -> None:
+    engine = StuckEngine(["Hello."])
+    service = build_service(
+        config, {"smollm2": engine}, redis_url=redis_url, rails=nemo_rails, router=HeuristicRouter()
+    )
+    await service.astart()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(service, config.server)),
+                                     base_url="http://chimera", timeout=5) as http:  # fmt: skip
+            assert (await http.get("/healthz")).status_code == 200
+            engine.alive.clear()
+            deadline, status = time.monotonic() + 5, 200
+            while status == 200 and time.monotonic() < deadline:
+                started = time.monotonic()
+                health = await http.get("/healthz")
+                assert time.monotonic() - started < 1.0  # never waits for the engine
+                status = health.status_code
+            assert status == 503 and health.json()["status"] == "degraded", health.text
+            assert health.json()["engines"]["smollm2"]["healthy"] is False
+            started = time.monotonic()
+            response = await http.post("/v1/chat/completions", json={"model": "chimera-chat",
+                                       "messages": [{"role": "user", "content": "Hello"}]})  # fmt: skip
+            assert response.status_code == 503 and time.monotonic() - started < 1.0, response.text
+            assert response.headers["retry-after"] and response.json()["error"]["code"] == "unavailable"
+            engine.alive.set()  # Serve replaced the replica: back to ok without a restart
+            deadline = time.monotonic() + 5
+            while (await http.get("/healthz")).status_code != 200 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            response = await http.post("/v1/chat/completions", json={"model": "chimera-chat",
+                                       "messages": [{"role": "user", "content": "Hello"}]})  # fmt: skip
+            assert response.status_code == 200, response.text
+    finally:
+        await service.aclose()
+
+
 class ThreadRecordingRouter(HeuristicRouter):
     """The keyword router, marked as slow (as the contextual one is); records the thread each decision ran on."""
 
@@ -194,6 +253,17 @@ async def test_a_slow_router_decides_off_the_event_loop(
         (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "model_not_found"),
         (b'{"model": "chimera", "messages": [{"role": "user", "content": "hi"}], "interrupt_before": ["nope"]}', 400,
          None),
+        (b'{"model": "chimera", "messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * 5000 + b"]" * 5000
+         + b"}", 400, "invalid_json"),
+        (b'{"model": "chimera", "messages": [{"role": "user", "content": "hi"}], "seed": 1180591620717411303424}', 400,
+         "invalid_value"),
+        (b'{"model": "chimera", "messages": [{"role": "user", "content": "hi"}], "stop": "\\ud800"}', 400,
+         "invalid_encoding"),
+        (b'{"model": "chimera", "messages": [{"role": "user", "content": "\\udfff hi"}]}', 400, "invalid_encoding"),
+        (b'{"model": "chimera", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400,
+         "invalid_value"),
+        (b'{"model": "chimera", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1180591620717411303424}',
+         400, "max_tokens_exceeded"),
     ],
 )  # fmt: skip
 async def test_bad_request_is_a_clear_error(stack: Stack, body: bytes, status: int, code: str | None) -> None:
@@ -214,6 +284,13 @@ async def test_oversized_body_and_prompt_are_413(stack: Stack) -> None:
     assert response.status_code == 413 and response.json()["error"]["code"] == "prompt_too_large"
 
 
+async def test_a_bad_resume_body_is_a_clear_400(stack: Stack) -> None:
+    for body in (b"[" * 5000 + b"]" * 5000, b'{"approve": "maybe"}', b'{"approve": true, "x": "\\ud800"}'):
+        response = await stack.http.post("/v1/sessions/svc-bad-resume/resume", content=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] in ("invalid_json", "invalid_value", "invalid_encoding")
+
+
 async def test_bad_session_id_is_400(stack: Stack) -> None:
     response = await stack.chat("Say yes.", session="no spaces/allowed")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_session_id"
@@ -225,3 +302,82 @@ async def test_unknown_route_and_method_are_openai_errors(stack: Stack) -> None:
     assert (await stack.http.get("/v1/nope")).json()["error"]["code"] == "not_found"
     response = await stack.http.get("/v1/chat/completions")
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+class SlowEngine(ScriptedEngine):
+    """Writes a word every 50 ms: a long answer takes long enough for its client to leave in the middle."""
+
+    def __init__(self) -> None:
+        super().__init__(["word " * 400])
+        self.closed_early = asyncio.Event()
+
+    async def generate(self, request):
+        done = False
+        try:
+            async for delta in super().generate(request):
+                await asyncio.sleep(0.05)
+                yield delta
+            done = True
+        finally:
+            if not done:
+                self.closed_early.set()
+
+
+def test_a_json_request_whose_client_leaves_stops_generating(
+    config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
+) -> None:
+    engine = SlowEngine()
+    body = {"model": "chimera-chat", "messages": [{"role": "user", "content": "Write a lot."}], "max_tokens": 400}
+    with served(config, engine, redis_url, nemo_rails) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=1.0)  # JSON, not a stream; then it leaves
+        started = time.monotonic()
+        while not engine.closed_early.is_set():
+            assert time.monotonic() - started < 5, "the engine kept generating for a client that left"
+            time.sleep(0.05)
+        assert engine.replies == [] and len(engine.requests) == 1
+
+
+async def test_a_flood_past_the_queue_bound_gets_503_and_the_server_stays_responsive(
+    config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
+) -> None:
+    # capacity 32 (max_num_seqs) x 0.1: the fifth request in flight is one too many
+    tight = config.model_copy(update={"server": config.server.model_copy(update={"max_queue_factor": 0.1})})
+    engine = SlowEngine()
+    engine.replies = ["word " * 60] * 8  # 3 s each: all eight arrive while the first four still generate
+    service = build_service(tight, {"smollm2": engine}, redis_url=redis_url, rails=nemo_rails,
+                            router=HeuristicRouter())  # fmt: skip
+    await service.astart()
+    body = {"model": "chimera-chat", "messages": [{"role": "user", "content": "Count."}]}
+    try:
+        transport = httpx.ASGITransport(app=create_app(service, tight.server))
+        async with httpx.AsyncClient(transport=transport, base_url="http://chimera", timeout=30) as http:
+            flood = [asyncio.create_task(http.post("/v1/chat/completions", json=body)) for _ in range(8)]
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            assert (await http.get("/healthz")).status_code == 200 and time.monotonic() - started < 1.0
+            responses = await asyncio.gather(*flood)
+    finally:
+        await service.aclose()
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 4 and codes.count(503) >= 1 and set(codes) == {200, 503}, codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "1"
+
+
+def test_a_client_that_stops_sending_its_body_is_cut_off(
+    config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
+) -> None:
+    quick = config.model_copy(update={"server": config.server.model_copy(update={"body_timeout_s": 1.0})})
+    with served(quick, ScriptedEngine([]), redis_url, nemo_rails) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: chimera\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{")  # fmt: skip
+            started = time.monotonic()
+            reply = conn.recv(65536)
+            waited = time.monotonic() - started
+            while b"}}" not in reply and (more := conn.recv(65536)):
+                reply += more
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"request_timeout" in reply and 0.9 < waited < 5

@@ -1,6 +1,9 @@
-"""The load monitor: polled load per expert, and failures that are logged once per streak and counted."""
+"""The load monitor: polled load per expert, failures (and engines that do not answer in time) that make an engine
+unhealthy, logged once per streak and counted."""
 
+import asyncio
 import logging
+import time
 
 import pytest
 
@@ -37,7 +40,9 @@ async def test_failed_polls_make_load_unknown_warn_once_per_streak_and_are_count
     await monitor.poll_once()
     assert monitor.snapshot()["chat"].ongoing == 3
     await monitor.poll_once()
-    assert "chat" not in monitor.snapshot()  # unknown, never reported as idle
+    down = monitor.snapshot()["chat"]
+    assert not down.healthy and down.saturated  # never reported as idle: the router spills, requests fail fast
+    assert "restarting" in str(monitor.engine_health()["e"])
     await monitor.poll_once()  # the same streak: debug only
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "restarting" in warnings[0].getMessage()
@@ -48,3 +53,24 @@ async def test_failed_polls_make_load_unknown_warn_once_per_streak_and_are_count
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and warnings[1].exc_info
     assert monitor.failures["e"] == 3
+
+
+class HangingEngine:
+    """A dead replica Serve has not replaced yet: `health` never answers."""
+
+    async def health(self) -> EngineHealth:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+async def test_an_engine_that_does_not_answer_is_unhealthy_within_the_timeout_and_the_others_are_read() -> None:
+    monitor = LoadMonitor(
+        {"dead": HangingEngine(), "ok": FlakyEngine([2])}, {"chat": "dead", "code": "ok"}, {"dead": 4, "ok": 4},
+        timeout_s=0.3,
+    )  # fmt: skip
+    started = time.monotonic()
+    await monitor.poll_once()
+    assert time.monotonic() - started < 1.0
+    snapshot = monitor.snapshot()
+    assert not snapshot["chat"].healthy and snapshot["code"].ongoing == 2 and snapshot["code"].healthy
+    assert "no answer within 0.3 s" in str(monitor.engine_health()["dead"])
