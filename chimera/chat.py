@@ -130,6 +130,7 @@ class ChatService:
         load: Callable[[], Mapping[ExpertName, ExpertLoad]] | None = None,
         read_after_turn: bool = True,
         max_queue_factor: float | None = None,
+        unnamed_session_ttl_s: int | None = None,
     ) -> None:
         self.experts = experts
         self.router = router
@@ -141,6 +142,7 @@ class ChatService:
         self.read_after_turn = read_after_turn and runs.memory is not None
         self._reads: set[asyncio.Task[None]] = set()  # background memory reads of finished turns
         self.max_queue_factor = max_queue_factor
+        self.unnamed_session_ttl_s = unnamed_session_ttl_s  # sessions the server named, until continued
         self._in_flight: Counter[ExpertName] = Counter()  # this process's requests per expert (the poll lags)
 
     def resolve(self, model: str) -> ExpertName | None:
@@ -165,7 +167,8 @@ class ChatService:
         fixed = self.resolve(request.model)
         principal = request.principal
         session_id = check_session_id(request.session_id) if request.session_id else uuid.uuid4().hex
-        if not await self.sessions.claim(session_id, principal.id):
+        ttl = None if request.session_id else self.unnamed_session_ttl_s
+        if not await self.sessions.claim(session_id, principal.id, ttl_s=ttl):
             audit("foreign_session", principal.id, context=parent, session=session_id, action="chat")
             raise SessionNotFoundError(f"no session {session_id}")
         history = await self.sessions.load(session_id) if request.session_id else []
@@ -195,7 +198,8 @@ class ChatService:
                 deltas = _expert(self.experts[decision.expert], conversation, request.sampling, parent)
         # the session keeps the new turn as the model saw it (PII masked by the input rails)
         new_turn = None if guardrail else conversation[len(history) :]
-        finished = self._finish(deltas, new_turn, session_id, decision.expert, parent)
+        named = request.session_id is not None
+        finished = self._finish(deltas, new_turn, session_id, decision.expert, parent, named=named)
         first = await anext(finished, None)
         return ChatStream(request.model, decision, session_id, guardrail, _prepend(first, finished))
 
@@ -258,13 +262,15 @@ class ChatService:
         session_id: str,
         expert: ExpertName,
         parent: Context | None,
+        *,
+        named: bool = True,
     ) -> AsyncIterator[ChatDelta]:
         """Pass the deltas through (answer text PII-masked as it streams), run the output rails, store the turn,
         and end with the `ChatOutcome`.
 
         `new_messages` is the turn's user side (None: a refused request, which leaves no turn in the session;
-        empty: a resumed run, whose question comes with its outcome). A run paused for approval ends with a note
-        saying how to resume it; its turn is stored when it answers.
+        empty: a resumed run, whose question comes with its outcome); `named`: the client named the session. A run
+        paused for approval ends with a note saying how to resume it; its turn is stored when it answers.
         """
         masking = self.rails.output_stream()  # PII masked as the answer streams, split entities included
         text, run = "", RunOutcome()
@@ -297,8 +303,10 @@ class ChatService:
                 finish_reason = "content_filter"
             asked = new_messages or ([run.question] if run.question else [])
             turn = [*(m for m in asked if m.role != "system"), ChatMessage(role="assistant", content=text)]
-            await self.sessions.append(session_id, turn)
-            if self.read_after_turn:
+            # a one-shot request (the server named its session) leaves its turn for a short while only, and
+            # nothing in the long-context memory; a client that continues the session gives it the full expiry
+            await self.sessions.append(session_id, turn, ttl_s=None if named else self.unnamed_session_ttl_s)
+            if self.read_after_turn and named:
                 self._read_later(session_id, turn)
         yield ChatOutcome(text, finish_reason, run)
 

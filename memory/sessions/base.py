@@ -32,8 +32,9 @@ class SessionStore(ABC):
     """Stores the turns of each session, oldest first, and who owns each session."""
 
     @abstractmethod
-    async def claim(self, session_id: str, owner: str) -> bool:
-        """Make `owner` the session's owner if it has none; True when `owner` owns it (now or before)."""
+    async def claim(self, session_id: str, owner: str, *, ttl_s: int | None = None) -> bool:
+        """Make `owner` the session's owner if it has none (for `ttl_s`, None: the store's expiry); True when
+        `owner` owns it (now or before)."""
 
     @abstractmethod
     async def owner(self, session_id: str) -> str | None:
@@ -44,8 +45,9 @@ class SessionStore(ABC):
         """The session's messages; empty for an unknown session."""
 
     @abstractmethod
-    async def append(self, session_id: str, messages: list[ChatMessage]) -> None:
-        """Add turns at the end (atomically) and refresh the session's expiry (and its owner's)."""
+    async def append(self, session_id: str, messages: list[ChatMessage], *, ttl_s: int | None = None) -> None:
+        """Add turns at the end (atomically) and set the session's expiry (and its owner's) to `ttl_s` from now
+        (None: the store's)."""
 
     @abstractmethod
     async def delete(self, session_id: str) -> None:

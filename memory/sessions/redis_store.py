@@ -24,10 +24,10 @@ class RedisSessionStore(SessionStore):
     def _owner_key(session_id: str) -> str:
         return f"chimera:session-owner:{check_session_id(session_id)}"
 
-    async def claim(self, session_id: str, owner: str) -> bool:
+    async def claim(self, session_id: str, owner: str, *, ttl_s: int | None = None) -> bool:
         key = self._owner_key(session_id)
         try:
-            if await self._redis.set(key, owner, nx=True, ex=self._ttl_s):
+            if await self._redis.set(key, owner, nx=True, ex=ttl_s or self._ttl_s):
                 return True
             current = await self._redis.get(key)
         except RedisError as e:
@@ -48,16 +48,17 @@ class RedisSessionStore(SessionStore):
             raise SessionError(f"cannot read session {session_id}: {e}") from e
         return [ChatMessage.model_validate_json(item) for item in raw]
 
-    async def append(self, session_id: str, messages: list[ChatMessage]) -> None:
+    async def append(self, session_id: str, messages: list[ChatMessage], *, ttl_s: int | None = None) -> None:
         key = self._key(session_id)
         if not messages:
             return
+        ttl = ttl_s or self._ttl_s
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, *(m.model_dump_json() for m in messages))
                 pipe.ltrim(key, -self._max_messages, -1)
-                pipe.expire(key, self._ttl_s)
-                pipe.expire(self._owner_key(session_id), self._ttl_s)
+                pipe.expire(key, ttl)
+                pipe.expire(self._owner_key(session_id), ttl)
                 await pipe.execute()
         except RedisError as e:
             raise SessionError(f"cannot write session {session_id}: {e}") from e

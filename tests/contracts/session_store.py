@@ -1,12 +1,12 @@
 """Contract of `SessionStore` (memory/sessions/base.py): a conversation's turns, oldest first, per session id.
 
-The properties: `append` adds turns at the end and `load` returns them in order, roles and contents intact
-(unicode and empty content included); appending nothing changes nothing; a session keeps only its newest
-`max_messages` turns; every append (re)sets the session's expiry to `ttl_s`; sessions never see each other's
-turns; `load` of an unknown session is `[]`; `delete` forgets one session (and its owner) and leaves the others; the
-first `claim` of a session makes its owner, later claims by others fail, also when they race; every method
-refuses an id outside 1–128 characters of `A-Za-z0-9._:-` with `InvalidSessionIdError` (a `SessionError`) before
-touching storage; concurrent appends to one session lose nothing.
+The properties: `append` adds turns at the end and `load` returns them in order, roles and contents intact (unicode
+and empty content included); appending nothing changes nothing; a session keeps only its newest `max_messages`
+turns; every append (re)sets the session's expiry to `ttl_s` (or to its own `ttl_s`); sessions never see each
+other's turns; `load` of an unknown session is `[]`; `delete` forgets one session (and its owner) and leaves the
+others; the first `claim` of a session makes its owner, later claims by others fail, also when they race; every
+method refuses an id outside 1–128 characters of `A-Za-z0-9._:-` with `InvalidSessionIdError` (a `SessionError`)
+before touching storage; concurrent appends to one session lose nothing.
 
 A backend runs it by subclassing `SessionStoreContract` in a `test_*.py` file and providing:
 
@@ -72,6 +72,17 @@ class SessionStoreContract:
             await longer.append(sid, [msg("user", "hi again")])
             refreshed = expiry_of(sid)
             assert refreshed is not None and 30 < refreshed <= 300
+
+    async def test_an_append_may_set_its_own_expiry(self, make_store: MakeStore, expiry_of: ExpiryOf) -> None:
+        sid = session()
+        async with make_store(300, 10) as store:
+            assert await store.claim(sid, "alice", ttl_s=20)
+            await store.append(sid, [msg("user", "one-shot")], ttl_s=20)
+            short = expiry_of(sid)
+            assert short is not None and 0 < short <= 20
+            await store.append(sid, [msg("user", "continued")])
+            longer = expiry_of(sid)
+            assert longer is not None and 20 < longer <= 300
 
     async def test_sessions_are_isolated(self, make_store: MakeStore) -> None:
         a, b = session(), session()

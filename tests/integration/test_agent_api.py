@@ -101,7 +101,7 @@ def test_openai_client_passes_interrupts_and_bad_ones_are_400(server: TestServer
 @pytest.mark.parametrize(
     ("path", "body", "status", "code"),
     [
-        ("/v1/sessions/never-seen/resume", {}, 409, "nothing_to_resume"),
+        ("/v1/sessions/never-seen/resume", {}, 404, "session_not_found"),  # nobody's session: as unknown as another's
         ("/v1/sessions/bad%20id/resume", {}, 400, "invalid_session_id"),
         ("/v1/sessions/s/resume", {"approve": "maybe"}, 400, "invalid_value"),
         ("/v1/sessions/s/resume", "not json", 400, "invalid_json"),
@@ -111,7 +111,7 @@ def test_bad_resumes_get_clear_errors(http: httpx.Client, path: str, body: Any, 
     content = body if isinstance(body, str) else json.dumps(body)
     response = http.post(path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == status and response.json()["error"]["code"] == code, response.text
-    assert http.get("/v1/sessions/never-seen/run").json()["status"] == "none"
+    assert http.get("/v1/sessions/never-seen/run").json()["error"]["code"] == "session_not_found"
 
 
 def test_sdk_pauses_reports_and_resumes(server: TestServer) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import yaml
 
 from chimera.api.app import create_app
@@ -85,6 +86,25 @@ async def test_an_answer_is_stored_in_its_session_and_the_next_turn_sees_it(stac
     seen = [(m.role, m.content) for m in stack.engine.requests[-1].messages if m.role != "system"]
     assert seen == [("user", "Hi, my name is Ada."), ("assistant", "Hello Ada."), ("user", "What is my name?")]
     assert await stack.history("svc-continue") == [*seen, ("assistant", "Your name is Ada.")]
+
+
+async def test_a_one_shot_request_leaves_its_session_for_an_hour_and_a_continued_one_for_days(
+    stack: Stack, config: ChimeraConfig, redis_url: str
+) -> None:
+    stack.engine.replies += ["Hello.", "Hello again."]
+    first = await stack.chat("Hi")
+    session = first.headers["x-session-id"]
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"*{session}*")]
+        assert sorted(k.decode() for k in keys) == [f"chimera:session-owner:{session}", f"chimera:session:{session}"]
+        ttls = [await redis.ttl(k) for k in keys]
+        assert all(0 < t <= config.redis.unnamed_session_ttl_s for t in ttls), ttls  # and nothing in memory
+        await stack.chat("Hi again", session=session)  # the client continues it
+        ttls = [await redis.ttl(k) for k in keys]
+        assert all(t > config.redis.unnamed_session_ttl_s for t in ttls), ttls
+    finally:
+        await redis.aclose()
 
 
 async def test_a_refused_request_reaches_no_engine_and_leaves_no_turn(stack: Stack) -> None:
