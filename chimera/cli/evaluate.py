@@ -34,8 +34,8 @@ def _eval_router(config: ChimeraConfig, args: argparse.Namespace) -> int:
 
     if not args.data.is_file():
         raise ChimeraError(f"no such data file: {args.data}")
-    texts, labels = load_labelled(args.data, min_labels=1)
-    report = evaluate_router(build_router(config.router), texts, labels)
+    prompts = load_labelled([args.data], min_labels=1)
+    report = evaluate_router(build_router(config.router), prompts.texts, prompts.labels)
     report["data"] = str(args.data)
     report["router"] = config.router.kind
     print_report(format_report(report), report, args.json)

@@ -21,20 +21,27 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     p = sub.add_parser("router", help="router training")
     router_sub = p.add_subparsers(dest="router_command", required=True)
     train = router_sub.add_parser("train", help="train the gating head on labelled prompts")
-    train.add_argument("--data", type=Path, required=True, help="JSONL of {text, label}, labels code|math|text|chat")
+    train.add_argument("--data", type=Path, action="append", required=True,
+                       help="JSONL of {text, label[, source]}, labels code|math|text|chat (repeatable)")  # fmt: skip
     train.add_argument("--out", type=Path, help="head file (default <data_dir>/router/gating-head.npz)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--folds", type=int, default=5, help="cross-validation folds for the reported scores")
-    train.add_argument("--embedder", choices=["static", "contextual"], help="features (default: the config's)")
+    train.add_argument("--folds", type=int, default=5, help="random cross-validation folds")
+    train.add_argument("--cv", choices=["random", "source"], default="random",
+                       help="`source`: also hold out each source in turn; calibrate and select on that")  # fmt: skip
+    train.add_argument("--embedder", choices=["static", "contextual", "cascade"], help="default: the config's")
+    train.add_argument("--json", type=Path, help="also write the training report here")
     train.set_defaults(func=_router_train)
 
     p = sub.add_parser("guard", help="guardrail classifiers")
     guard_sub = p.add_subparsers(dest="guard_command", required=True)
     train = guard_sub.add_parser("train", help="train the jailbreak and harmful-request classifiers")
-    train.add_argument("--data", type=Path, required=True, help="JSONL of {text, label, source}")
+    train.add_argument("--data", type=Path, action="append", required=True,
+                       help="JSONL of {text, label, source} (repeatable)")  # fmt: skip
     train.add_argument("--out", type=Path, help="heads file (default <data_dir>/guardrails/guard-heads.npz)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--cv", type=int, default=5, help="cross-validation folds for thresholds and reported scores")
+    train.add_argument("--cv", type=_guard_folds, default="source",
+                       help="`source` (hold out each data set in turn; default) or a number of random folds, for "
+                       "the thresholds and the reported scores")  # fmt: skip
     train.add_argument("--benign", type=Path, action="append", default=[],
                        help="JSONL (`text`) of more harmless prompts, e.g. the router's data (repeatable)")  # fmt: skip
     train.add_argument("--json", type=Path, help="also write the training report here")
@@ -52,19 +59,40 @@ def _route(config: ChimeraConfig, args: argparse.Namespace) -> int:
 
 
 def _router_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
-    import json
-
+    from chimera.models.router.evaluation import format_scores
     from chimera.models.router.factory import build_embedder
-    from chimera.models.router.training import train_head
+    from chimera.models.router.training import CONTEXTUAL_MAX_TOKENS, train_cascade, train_head
 
+    for path in args.data:
+        if not path.is_file():
+            raise ChimeraError(f"no such data file: {path}")
     out = args.out or Path(config.data_dir) / "router" / "gating-head.npz"
-    embedder = build_embedder(args.embedder or config.router.embedder, config.router.embedder_max_tokens)
-    head, report = train_head(args.data, embedder, seed=args.seed, folds=args.folds)
+    kind, max_tokens = args.embedder or config.router.embedder, config.router.embedder_max_tokens
+    options = {"cv": args.cv, "seed": args.seed, "folds": args.folds}
+    if kind == "cascade":
+        contextual = build_embedder("contextual", min(max_tokens, CONTEXTUAL_MAX_TOKENS))
+        head, report = train_cascade(args.data, build_embedder("static", max_tokens), contextual, **options)
+    else:
+        head, report = train_head(args.data, build_embedder(kind, max_tokens), **options)
     head.save(out)
-    print(json.dumps(report.as_dict(), indent=2))
+    text = "\n\n".join(f"{name} ({report.sources} sources, n={report.n})\n{format_scores(scores)}"
+                        for name, scores in report.cv.items())  # fmt: skip
+    print_report(f"{text}\n\nparts: {report.parts_macro_f1}\ncascade: {report.cascade}", report.as_dict(), args.json)
     print(f"head written to {out} ({out.stat().st_size} bytes); use it with "
-          f"`router: {{head: {out}, embedder: {embedder.kind}}}` in the config")  # fmt: skip
+          f"`router: {{head: {out}, embedder: {kind}}}` in the config")  # fmt: skip
     return 0
+
+
+def _guard_folds(value: str) -> int | str:
+    if value == "source":
+        return value
+    try:
+        folds = int(value)
+    except ValueError:
+        folds = 0
+    if folds < 2:
+        raise argparse.ArgumentTypeError(f"expected `source` or a number of folds >= 2, got {value!r}")
+    return folds
 
 
 def _guard_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
@@ -72,13 +100,14 @@ def _guard_train(config: ChimeraConfig, args: argparse.Namespace) -> int:
     from chimera.guardrails.training import train_guard
 
     out = args.out or Path(config.data_dir) / "guardrails" / "guard-heads.npz"
-    for path in [args.data, *args.benign]:
+    for path in [*args.data, *args.benign]:
         if not path.is_file():
             raise ChimeraError(f"no such data file: {path}")
     heads, report = train_guard(args.data, benign=args.benign, folds=args.cv, seed=args.seed)
     heads.save(out)
     summary = f"thresholds {report.thresholds}; {report.seconds:.0f} s"
-    print_report(f"{args.cv}-fold CV (thresholds chosen on the other folds)\n" + "\n".join(format_rates(report.cv))
+    folds = "leave-one-source-out CV (rates per held-out data set)" if args.cv == "source" else f"{args.cv}-fold CV"
+    print_report(f"{folds}, thresholds chosen on the other folds\n" + "\n".join(format_rates(report.cv))
                  + f"\n\n{summary}", report.as_dict(), args.json)  # fmt: skip
     print(f"heads written to {out} ({out.stat().st_size} bytes); use them with `guardrails: {{heads: {out}}}`")
     return 0

@@ -22,6 +22,7 @@ class RouteDecision(BaseModel):
     probabilities: dict[str, float] = Field(default_factory=dict, description="Calibrated P(expert), if learned.")
     spilled: bool = Field(False, description="Sent to the runner-up because the first choice was saturated.")
     explicit: bool = Field(False, description="The request named the expert; the router did not choose.")
+    deep: bool = Field(False, description="The cascade's contextual stage decided (the static head was unsure).")
 
     def as_attributes(self) -> dict[str, str | float | bool]:
         """Flat attributes for spans and headers."""
@@ -33,6 +34,7 @@ class RouteDecision(BaseModel):
             "chimera.route.probabilities": json.dumps(self.probabilities, sort_keys=True),
             "chimera.route.spilled": self.spilled,
             "chimera.route.explicit": self.explicit,
+            "chimera.route.deep": self.deep,
         }
 
 

@@ -30,7 +30,8 @@ def perturb(text: str, rng: random.Random) -> str:
     return rng.choice(("", " ", "\n", "  ")) + (spaced.capitalize() if rng.random() < 0.3 else spaced) + "\n"
 
 
-def _scores(y_true: list[str], y_pred: list[str]) -> dict[str, Any]:
+def scores(y_true: list[str], y_pred: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 over the classes present, per-class precision/recall/F1/support, confusion."""
     labels = [label for label in LABELS if label in set(y_true) | set(y_pred)]
     confusion = {t: {p: 0 for p in labels} for t in labels}
     for t, p in zip(y_true, y_pred, strict=True):
@@ -53,14 +54,16 @@ def _scores(y_true: list[str], y_pred: list[str]) -> dict[str, Any]:
     }
 
 
-def _route_all(router: Router, texts: list[str]) -> tuple[list[str], list[float]]:
-    predictions, latencies = [], []
+def _route_all(router: Router, texts: list[str]) -> tuple[list[str], list[float], float]:
+    """Predictions, decision latencies (ms) and the share of decisions a cascade's deep stage made."""
+    predictions, latencies, deep = [], [], 0
     for text in texts:
         began = time.perf_counter()
         decision = router.route([ChatMessage(role="user", content=text)])
         latencies.append(1000 * (time.perf_counter() - began))
         predictions.append(decision.expert)
-    return predictions, latencies
+        deep += decision.deep
+    return predictions, latencies, deep / max(len(texts), 1)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -70,16 +73,16 @@ def _percentile(values: list[float], q: float) -> float:
 
 def evaluate_router(router: Router, texts: list[str], labels: list[str], *, seed: int = 0) -> dict[str, Any]:
     """Route every text once as a new conversation (cold: each text is embedded for the first time)."""
-    predictions, latencies = _route_all(router, texts)
+    predictions, latencies, deep_share = _route_all(router, texts)
     rng = random.Random(seed)
-    perturbed_predictions, _ = _route_all(router, [perturb(t, rng) for t in texts])
-    report = {"n": len(texts), **_scores(labels, predictions)}
+    perturbed_predictions, _, _ = _route_all(router, [perturb(t, rng) for t in texts])
+    report = {"n": len(texts), **scores(labels, predictions), "deep_share": deep_share}
     report["latency_ms"] = {
         "p50": _percentile(latencies, 0.5),
         "p99": _percentile(latencies, 0.99),
         "mean": statistics.fmean(latencies),
     }
-    perturbed = _scores(labels, perturbed_predictions)
+    perturbed = scores(labels, perturbed_predictions)
     report["perturbed_macro_f1"] = perturbed["macro_f1"]
     report["perturbed_accuracy"] = perturbed["accuracy"]
     return report
@@ -87,18 +90,26 @@ def evaluate_router(router: Router, texts: list[str], labels: list[str], *, seed
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a human reads it."""
-    labels = list(report["per_class"])
     lines = [
-        f"n={report['n']}  accuracy={report['accuracy']:.4f}  macro-F1={report['macro_f1']:.4f}",
+        f"n={report['n']}",
         f"perturbed (typos, casing, whitespace): macro-F1={report['perturbed_macro_f1']:.4f} "
         f"({report['perturbed_macro_f1'] - report['macro_f1']:+.4f})",
-        f"decision latency: p50={report['latency_ms']['p50']:.2f} ms  p99={report['latency_ms']['p99']:.2f} ms",
-        "",
+        f"decision latency: p50={report['latency_ms']['p50']:.2f} ms  p99={report['latency_ms']['p99']:.2f} ms  "
+        f"(deep stage: {report['deep_share']:.1%} of decisions)",
+    ]
+    return "\n".join(lines) + "\n" + format_scores(report)
+
+
+def format_scores(report: dict[str, Any]) -> str:
+    """Accuracy, macro-F1, the per-class table and the confusion matrix of `scores(...)`."""
+    labels = list(report["per_class"])
+    lines = [
+        f"accuracy={report['accuracy']:.4f}  macro-F1={report['macro_f1']:.4f}",
         f"{'class':<8}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
     for label, c in report["per_class"].items():
         lines.append(f"{label:<8}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>9}")
-    lines += ["", "confusion (rows: true, columns: predicted)", " " * 8 + "".join(f"{p:>8}" for p in labels)]
+    lines += ["confusion (rows: true, columns: predicted)", " " * 8 + "".join(f"{p:>8}" for p in labels)]
     for t in labels:
         lines.append(f"{t:<8}" + "".join(f"{report['confusion'][t][p]:>8}" for p in labels))
     return "\n".join(lines)

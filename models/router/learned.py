@@ -1,9 +1,10 @@
 """The learned, conversation-aware, load-aware router (Chimera's MoE gate).
 
-Per user turn: MiniLM embedding ⊕ lexical signals → calibrated P(expert) from the gating head. Over the
-conversation: evidence decays by `turn_decay` per turn, and the conversation keeps its expert (hysteresis) unless
-a turn is confidently a request for another specialist. Under load: a saturated expert's request spills to the
-runner-up when the two are close, like tokens over an MoE expert's capacity going to their second choice.
+Per user turn: MiniLM embedding ⊕ lexical signals → calibrated P(expert) from a `Gate` (one head, or the static →
+contextual cascade). Over the conversation: evidence decays by `turn_decay` per turn, and the conversation keeps
+its expert (hysteresis) unless a turn is confidently a request for another specialist. Under load: a saturated
+expert's request spills to the runner-up when the two are close, like tokens over an MoE expert's capacity going
+to their second choice.
 """
 
 import hashlib
@@ -15,47 +16,42 @@ import numpy as np
 
 from chimera.config import RouterConfig
 from chimera.messages import ChatMessage
-from chimera.models.embedding.base import Embedder
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
-from chimera.models.router.gating import GatingHead, features_of
+from chimera.models.router.gates import Gate, GateScores
 from chimera.models.router.signals import extract_signals, has_words
 from chimera.models.specs import ExpertName
 
 
 class LearnedRouter(Router):
-    """Routes with a trained `GatingHead` over an embedder's features and the lexical signals.
+    """Routes with a trained `Gate` over MiniLM features and the lexical signals.
 
-    Each message's probabilities are cached by its text, so a long conversation costs one new turn per request.
+    Each message's scores are cached by its text, so a long conversation costs one new turn per request.
     """
 
-    def __init__(
-        self, embedder: Embedder, head: GatingHead, policy: RouterConfig | None = None, *, cache_size: int = 8192
-    ) -> None:
-        self.embedder = embedder
-        self.blocking = embedder.kind == "contextual"  # a transformer forward (~20 ms); static vectors are ~0.5 ms
-        self.head = head
+    def __init__(self, gate: Gate, policy: RouterConfig | None = None, *, cache_size: int = 8192) -> None:
+        self.gate = gate
+        self.blocking = gate.blocking
         self.policy = policy or RouterConfig()
-        self.labels: tuple[ExpertName, ...] = head.labels
-        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.labels: tuple[ExpertName, ...] = gate.labels
+        self._cache: OrderedDict[bytes, tuple[np.ndarray, bool]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Calibrated P(expert) per text, in `self.labels` order.  # (N,) texts -> (N, K)"""
+    def score(self, texts: list[str]) -> GateScores:
+        """Calibrated P(expert) per text, in `self.labels` order, and whether the deep stage answered."""
         keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
         with self._lock:
             known = {k: self._cache[k] for k in keys if k in self._cache}
             missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in known}
             if missing:
-                fresh = list(missing.values())
-                probs = self.head.probabilities(features_of(self.embedder.embed(fresh), fresh))  # (M, K)
-                known.update(zip(missing, probs, strict=True))
+                fresh = self.gate.score(list(missing.values()))
+                known.update(zip(missing, zip(fresh.probabilities, fresh.deep.tolist(), strict=True), strict=True))
             for key in keys:
                 self._cache[key] = known[key]
                 self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return np.stack([known[k] for k in keys])
+        return GateScores(np.stack([known[k][0] for k in keys]), np.array([known[k][1] for k in keys], dtype=bool))
 
     def route(
         self, conversation: list[ChatMessage], *, load: Mapping[ExpertName, ExpertLoad] | None = None
@@ -68,7 +64,8 @@ class LearnedRouter(Router):
             return self._default("no_words" if turns[-1].strip() else "empty_text")
         turns = [t for t in turns[-policy.max_turns :] if has_words(t)]
 
-        probs = self.probabilities(turns)  # (T, K)
+        scores = self.score(turns)
+        probs = scores.probabilities  # (T, K)
         evidence = np.zeros(len(self.labels))  # (K,)
         expert: int | None = None
         notes: list[str] = []
@@ -93,7 +90,8 @@ class LearnedRouter(Router):
         combined = evidence / evidence.sum()
         order = [int(i) for i in np.argsort(-combined)]
         runner = next(i for i in order if i != expert)
-        signals = [*extract_signals(turns[-1]).fired, *notes]
+        deep = bool(scores.deep[-1])
+        signals = [*extract_signals(turns[-1]).fired, *notes, *(["cascade_deep"] if deep else [])]
         probabilities = {label: round(float(combined[i]), 4) for i, label in enumerate(self.labels)}
 
         chosen, confidence = self.labels[expert], float(combined[expert])
@@ -116,6 +114,7 @@ class LearnedRouter(Router):
             runner_up=runner_up,
             probabilities=probabilities,
             spilled=spilled,
+            deep=deep,
         )
 
     def _default(self, reason: str) -> RouteDecision:

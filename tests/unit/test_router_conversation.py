@@ -68,7 +68,7 @@ FOLLOW_UPS: list[tuple[str, list[str]]] = [
 
 @pytest.fixture(scope="module")
 def router() -> LearnedRouter:
-    built = build_router(RouterConfig())  # the default: learned, static features, the packaged head
+    built = build_router(RouterConfig())  # the default: learned, the packaged static → contextual cascade
     assert isinstance(built, LearnedRouter)
     return built
 
