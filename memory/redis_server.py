@@ -59,8 +59,8 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.serving():
             owner = _read_pid(self._owner_file)
-            if owner is not None and owner != os.getpid() and _alive(owner):
-                return self.url  # another Chimera process runs it
+            if owner is not None and _alive(owner):
+                return self.url  # another Chimera process (or another object of this one) runs it
             self._adopted_pid = self._server_pid()
             log.info("adopting the embedded redis-server %s (its owner is gone)", self._adopted_pid)
         else:
