@@ -1,19 +1,38 @@
-"""A built service behind real uvicorn in a thread of the test process, for tests that need real HTTP (sockets
-that close, fuzzers that speak HTTP) but no Ray or vLLM."""
+"""The service under test behind HTTP, without Ray or vLLM: in-process through httpx's ASGI transport (fast, no
+sockets), or behind real uvicorn in a thread (sockets that close, fuzzers that speak HTTP)."""
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+import httpx
 import uvicorn
 
 from chimera.api.app import create_app
 from chimera.config import ChimeraConfig
 from chimera.guardrails.base import Rails
 from chimera.models.engine.base import LLMEngine
+from chimera.models.router.base import Router
 from chimera.models.router.heuristic import HeuristicRouter
-from chimera.service import build_service
+from chimera.service import Service, build_service
+
+
+@asynccontextmanager
+async def in_process(
+    config: ChimeraConfig, engine: LLMEngine, redis_url: str, rails: Rails, router: Router | None = None
+) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    """The started service on `engine` (every engine name of `config`; the config's router unless given) and a
+    client of its app."""
+    engines = {name: engine for name in config.engines}
+    service = build_service(config, engines, redis_url=redis_url, rails=rails, router=router)
+    await service.astart()
+    try:
+        transport = httpx.ASGITransport(app=create_app(service, config.server))
+        async with httpx.AsyncClient(transport=transport, base_url="http://chimera", timeout=30) as http:
+            yield service, http
+    finally:
+        await service.aclose()
 
 
 class _ServerThread(threading.Thread):

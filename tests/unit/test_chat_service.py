@@ -30,7 +30,7 @@ from chimera.models.router.heuristic import HeuristicRouter
 from chimera.models.specs import ExpertName
 from chimera.service import Service, build_service
 from tests.unit.fakes import ScriptedEngine
-from tests.unit.http_server import served
+from tests.unit.http_server import in_process, served
 
 ROOT = Path(__file__).parents[2]
 NONE = json.dumps({"tool": "none"})
@@ -64,12 +64,8 @@ class Stack:
 @pytest.fixture
 async def stack(config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails) -> AsyncIterator[Stack]:
     engine = ScriptedEngine([])
-    service = build_service(config, {"smollm2": engine}, redis_url=redis_url, rails=nemo_rails)
-    app = create_app(service, config.server)
-    await service.astart()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chimera") as http:
+    async with in_process(config, engine, redis_url, nemo_rails) as (service, http):
         yield Stack(service, engine, http)
-    await service.aclose()
 
 
 async def test_an_answer_is_stored_in_its_session_and_the_next_turn_sees_it(stack: Stack) -> None:

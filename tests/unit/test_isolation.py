@@ -18,13 +18,13 @@ import pytest
 import redis.asyncio
 import yaml
 
-from chimera.api.app import create_app
 from chimera.config import ChimeraConfig, load_config
 from chimera.guardrails.nemo_rails import NemoRails
 from chimera.identity.keys import AuthenticationError, Authenticator, RedisKeyStore
-from chimera.service import Service, build_service
+from chimera.service import Service
 from chimera.tools.search.factory import build_ingestor, open_index
 from tests.unit.fakes import ScriptedEngine
+from tests.unit.http_server import in_process
 
 ROOT = Path(__file__).parents[2]
 NONE = json.dumps({"tool": "none"})
@@ -95,12 +95,8 @@ class Stack:
 @pytest.fixture
 async def stack(config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails) -> AsyncIterator[Stack]:
     engine = ScriptedEngine([])
-    service = build_service(config, {"smollm2": engine}, redis_url=redis_url, rails=nemo_rails)
-    app = create_app(service, config.server)
-    await service.astart()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chimera") as http:
+    async with in_process(config, engine, redis_url, nemo_rails) as (service, http):
         yield Stack(service, engine, http)
-    await service.aclose()
 
 
 def audits(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
