@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -29,7 +29,7 @@ from chimera.api.requests import parse_chat_request, read_body, to_chat_request
 from chimera.chat import ChatDelta, ChatOutcome, ChatService, ChatStream
 from chimera.cluster.tracing import trace_id_hex
 from chimera.config import ServerConfig
-from chimera.identity.limits import Admission, Limiter
+from chimera.identity.limits import Limiter
 from chimera.identity.principal import Principal
 
 router = APIRouter()
@@ -49,21 +49,22 @@ async def chat_completions(request: Request) -> Response:
         wire = parse_chat_request(await read_body(request, limits), limits)
         span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
         chat_request = to_chat_request(wire, limits, principal, request.headers.get("x-session-id"))
-        admission = await request.app.state.limiter.admit(principal)
-        try:
-            chat = await service.start(chat_request, parent=parent)
-        except BaseException:
-            await request.app.state.limiter.release(admission, 0)
-            raise
+        chat = await metered(request.app.state.limiter, principal, lambda: service.start(chat_request, parent=parent))
     except Exception as e:
         raise failed(span, e) from e
-    chat = metered(chat, request.app.state.limiter, admission)
     return await respond(request, chat, wire.model, span, stream=wire.stream,
                          include_usage=bool(wire.stream_options and wire.stream_options.include_usage))  # fmt: skip
 
 
-def metered(chat: ChatStream, limiter: Limiter, admission: Admission) -> ChatStream:
-    """`chat`, releasing its admission with the tokens it spent when its stream ends (or is abandoned)."""
+async def metered(limiter: Limiter, principal: Principal, start: Callable[[], Awaitable[ChatStream]]) -> ChatStream:
+    """Start a chat within `principal`'s limits: admitted first (429 when over them), released with the tokens it
+    spent when its stream ends or is abandoned, or at once when it fails to start."""
+    admission = await limiter.admit(principal)
+    try:
+        chat = await start()
+    except BaseException:
+        await limiter.release(admission, 0)
+        raise
 
     async def deltas() -> AsyncIterator[ChatDelta]:
         tokens = 0

@@ -37,17 +37,12 @@ async def resume(session_id: str, request: Request) -> Response:
         wire = _parse(await read_body(request, limits))
         span.set_attributes({"chimera.session": session_id, "chimera.approve": wire.approve,
                              "chimera.principal": principal.id})  # fmt: skip
-        admission = await limiter.admit(principal)
-        try:
-            chat = await service.resume(
-                session_id, principal, approve=wire.approve, parent=trace.set_span_in_context(span)
-            )
-        except BaseException:
-            await limiter.release(admission, 0)
-            raise
+        parent = trace.set_span_in_context(span)
+        chat = await metered(
+            limiter, principal, lambda: service.resume(session_id, principal, approve=wire.approve, parent=parent)
+        )
     except Exception as e:
         raise failed(span, e) from e
-    chat = metered(chat, limiter, admission)
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return await respond(request, chat, chat.model, span, stream=wire.stream, include_usage=include_usage)
 

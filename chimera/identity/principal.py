@@ -38,12 +38,11 @@ class Principal:
 
     @classmethod
     def from_record(cls, record: dict[str, object]) -> "Principal":
-        groups = record.get("groups") or []
-        assert isinstance(groups, list)
+        groups = record.get("groups")
         return cls(
             id=str(record["id"]),
             tenant=str(record.get("tenant", DEFAULT_TENANT)),
-            groups=tuple(str(g) for g in groups),
+            groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
             role="admin" if record.get("role") == "admin" else "user",
             limits=KeyLimits.model_validate(record.get("limits") or {}),
         )
