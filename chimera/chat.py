@@ -10,7 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -113,6 +113,11 @@ class ChatStream:
     _deltas: AsyncIterator[ChatDelta]
 
     def __aiter__(self) -> AsyncIterator[ChatDelta]:
+        return self._deltas
+
+    def deltas(self) -> AsyncGenerator[ChatDelta, None]:
+        """The stream as the generator it is (`aclose()` stops the run behind it)."""
+        assert isinstance(self._deltas, AsyncGenerator)
         return self._deltas
 
 

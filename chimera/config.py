@@ -325,6 +325,43 @@ class MemoryConfig(_Frozen):
     read_after_turn: bool = Field(True, description="Read each finished chat turn into the session's memory.")
 
 
+class TasksConfig(_Frozen):
+    """Durable tasks (`POST /v1/tasks`, `client.tasks`): the queue in Redis and the worker actors that run them."""
+
+    min_workers: int = Field(1, ge=0, le=256, description="Worker actors kept running (0: `chimera serve` runs none).")
+    max_workers: int = Field(4, ge=1, le=256, description="Most worker actors while the queue is deep.")
+    tasks_per_worker: int = Field(
+        8, ge=1, description="Waiting tasks per worker above which another worker is started (up to max_workers)."
+    )
+    worker_concurrency: int = Field(4, ge=1, le=256, description="Tasks one worker runs at once.")
+    num_cpus: float = Field(
+        0.0, ge=0, description="CPUs reserved per worker actor (agent tasks wait on the engines, which hold theirs)."
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each worker needs, to place workers on labelled nodes."
+    )
+    lease_s: float = Field(
+        30.0, gt=0, description="A running task whose worker stops heartbeating for this long is run again elsewhere."
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Deliveries before a task is dead-lettered as failed.")
+    retry_backoff_s: float = Field(2.0, ge=0, description="Wait before the first retry of a failed attempt; doubles.")
+    cancel_grace_s: float = Field(
+        10.0, ge=0, description="A cancelled run that has not stopped at a step boundary by then is stopped outright."
+    )
+    max_running_per_tenant: int | None = Field(
+        None, gt=0, description="Tasks of one tenant running at once (unset: no cap besides the workers)."
+    )
+    result_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Results and events expire this long after the end.")
+    max_input_bytes: int = Field(262_144, gt=0, description="Largest task `input`, as JSON (413 above).")
+    scale_interval_s: float = Field(5.0, gt=0, description="How often the worker count is matched to the queue.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "TasksConfig":
+        if self.min_workers > self.max_workers:
+            raise ValueError("tasks.min_workers must not exceed tasks.max_workers")
+        return self
+
+
 class ChimeraConfig(_Frozen):
     """Everything a Chimera deployment is, in one place."""
 
@@ -340,6 +377,7 @@ class ChimeraConfig(_Frozen):
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig, description="Guardrails.")
     search: SearchConfig = Field(default_factory=SearchConfig, description="Ingestion and hybrid retrieval.")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="Long-context session memory.")
+    tasks: TasksConfig = Field(default_factory=TasksConfig, description="Durable tasks and their workers.")
 
     @model_validator(mode="after")
     def _experts_complete(self) -> "ChimeraConfig":

@@ -1,4 +1,5 @@
-"""The running stack for one config: tracing, Redis, Ray and the engines (through `cluster/`), then the service.
+"""The running stack for one config: tracing, Redis, Ray, the engines and the task workers (through `cluster/`),
+then the service.
 
 `chimera serve` owns one `Runtime`. Everything that touches Ray is in `cluster/`; everything else is wired by
 `chimera.service.build_service`, which tests run without Ray on scripted engines.
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from chimera.cluster.engines import start_engines, stop_engines
 from chimera.cluster.ray_runtime import connect_ray, disconnect_ray
+from chimera.cluster.task_workers import TaskWorkerPool
 from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file
 from chimera.config import ChimeraConfig
 from chimera.guardrails.factory import build_rails
@@ -27,6 +29,7 @@ class Runtime:
     service: Service | None = None
     _redis: EmbeddedRedis | None = None
     _ray_connected: bool = False
+    workers: TaskWorkerPool | None = None
 
     def start(self) -> Service:
         cfg = self.config
@@ -48,10 +51,15 @@ class Runtime:
         self._ray_connected = connect_ray(cfg)
         engines = start_engines(cfg)
         self.service = build_service(cfg, engines, redis_url=redis_url, rails=rails, router=router)
+        self.workers = TaskWorkerPool(cfg, redis_url)  # task workers: actors of their own, on the same engines
+        self.workers.start()
         return self.service
 
     def stop(self) -> None:
-        """Delete the engines' Serve applications, leave Ray (stopping it if we started it), then stop Redis."""
+        """Stop the task workers and delete the engines' Serve applications, leave Ray (stopping it if we started it),
+        then stop Redis."""
+        if self.workers is not None:
+            self.workers.stop()
         if self.service is not None:
             stop_engines(list(self.service.engines))
         if self._ray_connected:

@@ -33,6 +33,8 @@ from chimera.models.engine.base import EngineHealth, LLMEngine
 from chimera.models.expert import Expert
 from chimera.models.router.base import Router
 from chimera.models.router.factory import build_router
+from chimera.tasks.queue import TaskQueue
+from chimera.tasks.service import TaskService
 from chimera.tools.base import Tool
 from chimera.tools.calculator import Calculator
 from chimera.tools.graph_query import GraphQuery
@@ -57,6 +59,7 @@ class Service:
     authenticator: Authenticator
     limiter: Limiter
     redis: aioredis.Redis  # for /healthz's ping
+    tasks: TaskService
 
     async def astart(self) -> None:
         """Start what lives in the server's event loop: the load monitor (after a first poll, so that the router
@@ -74,6 +77,7 @@ class Service:
         self.checkpointer.close()
         await self.authenticator.aclose()
         await self.limiter.close()
+        await self.tasks.close()
         await self.redis.aclose()
 
     async def health(self) -> dict[str, object]:
@@ -160,10 +164,11 @@ def build_service(
         memory=memory,
         recall_max_tokens=config.memory.recall_max_tokens,
     )
+    sessions = RedisSessionStore(redis_url, ttl_s=ttl, max_messages=config.redis.max_session_messages)
     chat = ChatService(
         experts=experts,
         router=router,
-        sessions=RedisSessionStore(redis_url, ttl_s=ttl, max_messages=config.redis.max_session_messages),
+        sessions=sessions,
         rails=rails,
         runs=runs,
         load=load.snapshot,
@@ -177,7 +182,20 @@ def build_service(
     log.info("%s", authenticator.describe())
     limiter = Limiter(redis_url, request_timeout_s=server.request_timeout_s)
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=HEALTH_TIMEOUT_S, socket_connect_timeout=HEALTH_TIMEOUT_S)
-    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis)
+    tasks = TaskService(task_queue(config, redis_url), sessions, max_input_bytes=config.tasks.max_input_bytes)
+    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks)
+
+
+def task_queue(config: ChimeraConfig, redis_url: str) -> TaskQueue:
+    """The task queue as the config sets it up (the API submits to it, the workers claim from it)."""
+    tasks = config.tasks
+    return TaskQueue(
+        redis_url,
+        lease_s=tasks.lease_s,
+        max_attempts=tasks.max_attempts,
+        max_running_per_tenant=tasks.max_running_per_tenant,
+        result_ttl_s=tasks.result_ttl_s,
+    )
 
 
 def agent_tools(config: ChimeraConfig, rails: Rails) -> dict[str, Tool]:

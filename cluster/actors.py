@@ -39,6 +39,7 @@ class ActorSpec:
     max_restarts: int = -1  # Ray reruns the constructor after a crash, this many times (-1: always)
     max_task_retries: int = 0  # Ray resubmits calls in flight when it died (0: callers decide, `call_actor`)
     max_concurrency: int = 1
+    detached: bool = False  # outlives the process that created it (a worker pool on a cluster outlives an API)
 
 
 def start_actor(cls: type, spec: ActorSpec, *args: Any, **kwargs: Any) -> tuple[Any, bool]:
@@ -61,6 +62,7 @@ def start_actor(cls: type, spec: ActorSpec, *args: Any, **kwargs: Any) -> tuple[
         "max_restarts": spec.max_restarts,
         "max_task_retries": spec.max_task_retries,
         "max_concurrency": spec.max_concurrency,
+        "lifetime": "detached" if spec.detached else None,
     }
     handle: Any = ray.remote(cls).options(**options).remote(*args, **kwargs)
     log.info("started actor %s (%s)", spec.name, cls.__name__)

@@ -59,3 +59,11 @@ def stop_engines(names: list[str]) -> None:
 
     for name in names:
         serve.delete(app_name(name))
+
+
+def engine_clients(config: ChimeraConfig) -> dict[str, LLMEngine]:
+    """Clients of the config's engines already running on Serve (deployed by `start_engines` in another
+    process): what a task worker uses."""
+    from ray import serve
+
+    return {name: ServeEngineClient(serve.get_app_handle(app_name(name))) for name in config.engines}

@@ -12,8 +12,17 @@ from pydantic import BaseModel
 from chimera.agents.runs import GRAPHS
 from chimera.api.chat_routes import router as chat_router
 from chimera.api.errors import install_error_handlers, json_error, to_api_error
-from chimera.api.protocol import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, ResumeRequest
+from chimera.api.protocol import (
+    ChatCompletionRequest,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    ResumeRequest,
+    TaskCreateRequest,
+    TaskResumeRequest,
+)
 from chimera.api.session_routes import router as session_router
+from chimera.api.task_routes import router as task_router
 from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, served_models
 from chimera.config import ServerConfig
 from chimera.errors import ChimeraError
@@ -31,7 +40,9 @@ ERROR_STATUSES = {  # what any route may answer besides its success (`chimera.ap
     "404": "Unknown model, route or session (another key's session is unknown too).",
     "405": "Method not allowed.",
     "408": "The request body stopped arriving.",
-    "409": "Nothing to resume.",
+    "403": "The key's role may not do this (ingestion and evaluation tasks need an admin key).",
+    "409": "Nothing to resume, a task state that does not allow it, or an idempotency key reused.",
+    "410": "The task's result expired (tasks.result_ttl_s).",
     "413": "Request body or prompt too large.",
     "429": "Over one of the key's limits; see Retry-After.",
     "503": "An engine, Redis or the key store is unavailable; see Retry-After.",
@@ -39,6 +50,8 @@ ERROR_STATUSES = {  # what any route may answer besides its success (`chimera.ap
 REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {  # (method, path): (body, required)
     ("post", "/v1/chat/completions"): (ChatCompletionRequest, True),
     ("post", "/v1/sessions/{session_id}/resume"): (ResumeRequest, False),
+    ("post", "/v1/tasks"): (TaskCreateRequest, True),
+    ("post", "/v1/tasks/{task_id}/resume"): (TaskResumeRequest, False),
 }
 
 
@@ -76,9 +89,11 @@ def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
     app.state.service = service.chat
     app.state.limits = limits
     app.state.health = service.health
+    app.state.tasks = service.tasks
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(session_router)
+    app.include_router(task_router)
     app.include_router(meta_router)
 
     authenticator = service.authenticator

@@ -14,6 +14,16 @@ from chimera.identity.keys import AuthenticationError, KeyStoreError
 from chimera.identity.limits import LimitError, RateLimitedError
 from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionNotFoundError
 from chimera.models.engine.base import EngineError, EngineUnavailableError, PromptTooLongError
+from chimera.tasks.model import (
+    InvalidCursorError,
+    InvalidTaskError,
+    TaskConflictError,
+    TaskExpiredError,
+    TaskInputTooLargeError,
+    TaskNotFoundError,
+    TaskPermissionError,
+)
+from chimera.tasks.queue import QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,22 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(400, str(e), param="messages", code="context_length_exceeded")
         case InvalidInterruptError():
             return APIError(400, str(e), param="interrupt_before", code="invalid_value")
+        case TaskInputTooLargeError():
+            return APIError(413, str(e), param=e.param, code=e.code)
+        case InvalidTaskError():
+            return APIError(400, str(e), param=e.param, code=e.code)
+        case InvalidCursorError():
+            return APIError(400, str(e), param="after", code="invalid_cursor")
+        case TaskPermissionError():
+            return APIError(403, str(e), "permission_error", code="permission_denied")
+        case TaskNotFoundError():
+            return APIError(404, str(e), code="task_not_found")
+        case TaskExpiredError():
+            return APIError(410, str(e), code="task_expired")
+        case TaskConflictError():
+            return APIError(409, str(e), code=e.code)
+        case QueueUnavailableError():
+            return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=1)
         case NothingToResumeError():
             return APIError(409, str(e), code="nothing_to_resume")
         case InvalidSessionIdError():

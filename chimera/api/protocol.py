@@ -76,6 +76,27 @@ class ResumeRequest(_Wire):
     stream_options: StreamOptions | None = None
 
 
+class TaskCreateRequest(_Wire):
+    """POST /v1/tasks: a long task, run by a worker; the answer is the task (202), followed by id."""
+
+    kind: str = Field(description="agent | ingest | eval")
+    input: dict[str, Any] = Field(
+        description="agent: {prompt | messages, interrupt_before?, max_tokens?}; ingest: "
+        "{paths, tenant?, acl?, delete?}; eval: {eval: router|guard|retrieval, data}"
+    )
+    model: str | None = Field(None, description="agent tasks: any model the chat endpoint serves (default chimera).")
+    session_id: str | None = Field(None, description="agent tasks: continue this session (default: a new one).")
+    idempotency_key: str | None = Field(None, description="The same key and payload return the existing task.")
+    priority: str = Field("normal", description="high | normal | low, within the caller's tenant.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Up to 16 labels, returned with the task.")
+
+
+class TaskResumeRequest(_Wire):
+    """POST /v1/tasks/{id}/resume: approve (or decline) a paused agent task's pending work."""
+
+    approve: bool = True
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int

@@ -5,6 +5,7 @@ the reply, a prompt of `context_window` words or more is refused, `abort` and cl
 `health` counts the requests in flight. It needs no loading, so it serves from construction until `shutdown`.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from chimera.models.engine.base import (
@@ -21,8 +22,9 @@ from chimera.models.engine.base import (
 class ScriptedEngine(LLMEngine):
     """Answers each request with the next scripted reply, streamed word by word; records every request."""
 
-    def __init__(self, replies: list[str], *, context_window: int = 8192) -> None:
+    def __init__(self, replies: list[str], *, context_window: int = 8192, word_delay_s: float = 0.0) -> None:
         self.replies = list(replies)
+        self.word_delay_s = word_delay_s  # a slow engine: runs that last long enough to be cancelled or killed
         self.requests: list[GenerationRequest] = []
         self.context_window = context_window
         self.running = True
@@ -46,6 +48,8 @@ class ScriptedEngine(LLMEngine):
         self._active.add(request.request_id)
         try:
             for i, word in enumerate(words):
+                if self.word_delay_s:
+                    await asyncio.sleep(self.word_delay_s)
                 if request.request_id in self._aborted:
                     yield GenerationDelta(finish_reason="abort", prompt_tokens=prompt_tokens, completion_tokens=i)
                     return

@@ -43,7 +43,10 @@ def api_schema(url: str) -> schemathesis.BaseSchema:
 
 
 OPERATIONS = [("post", "/v1/chat/completions"), ("post", "/v1/sessions/{session_id}/resume"),
-              ("get", "/v1/sessions/{session_id}/run"), ("get", "/v1/models"), ("get", "/healthz")]  # fmt: skip
+              ("get", "/v1/sessions/{session_id}/run"), ("get", "/v1/models"), ("get", "/healthz"),
+              ("post", "/v1/tasks"), ("get", "/v1/tasks"), ("get", "/v1/tasks/{task_id}"),
+              ("post", "/v1/tasks/{task_id}/cancel"), ("post", "/v1/tasks/{task_id}/resume"),
+              ("delete", "/v1/tasks/{task_id}"), ("get", "/v1/tasks/{task_id}/events")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)

@@ -12,7 +12,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -87,8 +87,20 @@ class Ingestor:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._pending: list[Chunk] = []
 
-    def ingest(self, paths: Sequence[Path], *, tenant: str = DEFAULT_TENANT, acl: Sequence[str] = ()) -> IngestReport:
-        """Index files and folders (recursively); re-ingesting is incremental."""
+    def ingest(
+        self,
+        paths: Sequence[Path],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        acl: Sequence[str] = (),
+        on_file: Callable[[int, int, FileOutcome], None] | None = None,
+    ) -> IngestReport:
+        """Index files and folders (recursively); re-ingesting is incremental.
+
+        Args:
+            on_file: called after each file with (files done, files in all, its outcome); an exception it raises
+                stops the run before anything is saved (a cancelled ingestion task).
+        """
         report = IngestReport()
         start = time.perf_counter()
         files, missing = _expand(paths)
@@ -102,7 +114,7 @@ class Ingestor:
         # A file re-ingested with other ACL tags is re-indexed, not skipped as unchanged: its chunks carry the tags.
         known_acl = {c.source: c.acl for c in self.index.table if c.tenant == tenant}
         bar = tqdm(files, unit="file", disable=not self.progress, dynamic_ncols=True)
-        for path in bar:
+        for done, path in enumerate(bar, 1):
             source = str(path)
             outcome = self._ingest_file(path, tenant, tuple(acl), known.get(source), known_acl.get(source))
             report.outcomes.append(outcome)
@@ -110,6 +122,8 @@ class Ingestor:
                 report.chunks_indexed += outcome.chunks
             elapsed = time.perf_counter() - start
             bar.set_postfix(chunks=report.chunks_indexed, per_s=f"{report.chunks_indexed / elapsed:.0f}")
+            if on_file is not None:
+                on_file(done, len(files), outcome)
         self._save()
         report.seconds = time.perf_counter() - start
         return report
