@@ -1,4 +1,5 @@
-"""Python SDK client for a running Chimera server (chat now; long tasks join it with the task queue)."""
+"""Python SDK for a running Chimera server: `Client` (chat, agent runs, and durable tasks as `client.tasks`) and
+`AsyncClient` (durable tasks for asyncio). The task classes live in `chimera.task_client`."""
 
 import json
 from collections.abc import Iterator
@@ -11,11 +12,12 @@ from chimera.errors import ChimeraError
 
 
 class ClientError(ChimeraError):
-    """The server refused the request or could not be reached."""
+    """The server refused the request or could not be reached; `status` and `code` say how, when it answered."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code  # the error JSON's `code` (e.g. `task_not_found`), where known
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,10 @@ class Client:
     """Talks to Chimera's OpenAI-compatible endpoint and reads its `x-chimera-*` headers."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 300.0):
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        from chimera.task_client import Tasks  # here, not at the top: task_client's errors derive from ClientError
+
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=_auth(api_key), timeout=timeout)
+        self.tasks: Tasks = Tasks(self._http)
 
     def chat(self, message: str | list[dict[str, str]], *, model: str = "chimera",
              session_id: str | None = None, **params: Any) -> ChatReply:  # fmt: skip
@@ -102,6 +106,42 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio client: `tasks` (submit, follow and control durable tasks) and `health`."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 300.0):
+        from chimera.task_client import AsyncTasks  # see Client.__init__
+
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=_auth(api_key), timeout=timeout)
+        self.tasks: AsyncTasks = AsyncTasks(self._http)
+
+    async def health(self) -> dict[str, Any]:
+        """The server's `/healthz` answer (also when it says unhealthy, with 503)."""
+        try:
+            return (await self._http.get("/healthz")).json()
+        except httpx.HTTPError as e:
+            raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def _reply(response: httpx.Response) -> ChatReply:

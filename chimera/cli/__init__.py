@@ -1,4 +1,5 @@
-"""`chimera` command line: serve, chat, models, route, router, guard, ingest, search, eval, memory, keys, traces.
+"""`chimera` command line: serve, chat, models, route, router, guard, ingest, search, eval, memory, keys, task,
+traces.
 
 One module per command family. Each has `add_commands(sub)`, which registers its commands on the top-level
 subparsers and sets `func(config, args) -> exit status` on each; `main` loads the config and calls it.
@@ -8,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from chimera.cli import evaluate, keys, memory, search, serve, traces, train
+from chimera.cli import evaluate, keys, memory, search, serve, tasks, traces, train
 from chimera.config import load_config
 from chimera.errors import ChimeraError
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_commands(sub)
     memory.add_commands(sub)
     keys.add_commands(sub)
+    tasks.add_commands(sub)
     traces.add_commands(sub)
 
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from chimera.identity.principal import Principal
 from chimera.tasks import _scripts
 from chimera.tasks.model import (
+    TERMINAL,
     InvalidCursorError,
     TaskConflictError,
     TaskError,
@@ -227,13 +228,23 @@ class TaskQueue:
 
     async def _follow(self, task_id: str, cursor: str, idle_timeout_s: float) -> AsyncIterator[TaskEvent | None]:
         key = self._events(task_id)
+        quiet_since = time.monotonic()
         while True:
-            rows = await self.redis.xread({key: cursor}, count=100, block=int(idle_timeout_s * 1000))
+            # blocks of at most 4 s: redis-py gives up on a reply after 5 s by default
+            rows = await self.redis.xread({key: cursor}, count=100, block=int(min(idle_timeout_s, 4.0) * 1000))
             if not rows:
-                if not await self.redis.exists(self._record(task_id)):
+                status = await self.redis.hget(self._record(task_id), "status")
+                if status is None:
                     raise TaskExpiredError(f"task {task_id} expired while it was followed")
-                yield None
+                if status.decode() in TERMINAL:  # ended: what came since the read, then the stream is over
+                    for entry, fields in (await self.redis.xread({key: cursor}, count=1000) or [(key, [])])[0][1]:
+                        yield _event(entry, fields)
+                    return
+                if time.monotonic() - quiet_since >= idle_timeout_s:
+                    quiet_since = time.monotonic()
+                    yield None
                 continue
+            quiet_since = time.monotonic()
             for entry, fields in rows[0][1]:
                 event = _event(entry, fields)
                 cursor = event.id

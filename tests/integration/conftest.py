@@ -45,6 +45,7 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     raw["data_dir"] = str(data_dir)
     raw["engines"]["smollm2"]["model"] = str(model_dir)
     raw["tracing"] = {"exporter": "file"}
+    raw["tasks"] = {"lease_s": 6.0, "min_workers": 1, "max_workers": 2}  # a killed worker's task is back in seconds
     config_path = data_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     load_config(config_path)  # fail here, readably, if the test config is wrong
