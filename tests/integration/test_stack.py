@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chimera.client import Client
 from chimera.traceview import read_spans
 from tests.integration.conftest import TestServer
 
@@ -51,9 +52,27 @@ def test_session_continues_across_requests_and_a_restart(http: httpx.Client, ser
     # the stored turn (user + assistant) is in the prompt now
     assert _prompt_tokens(second) > alone + 5
 
+    # a task running when the API process goes: nothing is lost, and its events resume by cursor
+    with Client(server.url) as client:
+        task = client.tasks.submit("agent", {"prompt": "Write five sentences about rivers.", "max_tokens": 128},
+                                   model="chimera-chat")  # fmt: skip
+        before = []
+        for event in task.events():
+            before.append(event)
+            if event.type in ("delta", "succeeded", "failed"):
+                break
+
     server.restart()  # new Ray, new engine, same redis files
     third = _chat(http, "chimera-chat", question, session)
     assert _prompt_tokens(third) > _prompt_tokens(second)
+
+    with Client(server.url) as client:
+        task = client.tasks.get(task.id)
+        after = list(task.events(after=before[-1].id))
+        assert task.wait(timeout=300).status == "succeeded"
+        everything = list(task.events())
+    assert before + after == everything
+    assert [e.type for e in everything if e.terminal] == ["succeeded"]
 
     fresh = _chat(http, "chimera-chat", question)  # no session header: a new session each time
     assert fresh.headers["x-session-id"] != session
