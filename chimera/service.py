@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from chimera.agents.runs import AgentRuns
 from chimera.agents.state import checkpoint_serializer
-from chimera.chat import ChatService
+from chimera.chat import ChatService, served_models
 from chimera.cluster.deployments import engine_capacity
 from chimera.cluster.load import LoadMonitor
 from chimera.config import ChimeraConfig
@@ -29,6 +29,7 @@ from chimera.memory.checkpoint.redis_saver import RedisCheckpointSaver
 from chimera.memory.long_context.base import LongMemory
 from chimera.memory.long_context.factory import build_long_memory, describe
 from chimera.memory.sessions.redis_store import RedisSessionStore
+from chimera.metrics import Metrics
 from chimera.models.engine.base import EngineHealth, LLMEngine
 from chimera.models.expert import Expert
 from chimera.models.router.base import Router
@@ -60,6 +61,7 @@ class Service:
     limiter: Limiter
     redis: aioredis.Redis  # for /healthz's ping
     tasks: TaskService
+    metrics: Metrics  # GET /metrics: what the chat service, its tools and this service count
 
     async def astart(self) -> None:
         """Start what lives in the server's event loop: the load monitor (after a first poll, so that the router
@@ -85,20 +87,26 @@ class Service:
         to the engines), Redis answering a ping, and the session memory's replicas."""
         engines: dict[str, object] = {}
         ok = True
-        polled = self.load.engine_health()
-        for name in self.engines:
-            last = polled.get(name)
+        for name, last in self.engine_reports().items():
             if isinstance(last, EngineHealth):
                 engines[name] = last.model_dump()
                 ok = ok and last.healthy
             else:
-                engines[name] = {"healthy": False, "error": last or "not polled yet"}
+                engines[name] = {"healthy": False, "error": last}
                 ok = False
-        redis_error, memory = await asyncio.gather(self._redis_error(), self._memory_report())
+        redis_error, memory, tasks = await asyncio.gather(
+            self._redis_error(), self._memory_report(), self._tasks_report()
+        )
         ok = ok and redis_error is None and "error" not in memory
-        report: dict[str, object] = {"status": "ok" if ok else "degraded", "engines": engines, "memory": memory}
+        report: dict[str, object] = {"status": "ok" if ok else "degraded", "engines": engines, "memory": memory,
+                                     "tasks": tasks}  # fmt: skip
         report["redis"] = {"ok": True} if redis_error is None else {"ok": False, "error": redis_error}
         return report
+
+    def engine_reports(self) -> dict[str, EngineHealth | str]:
+        """Each engine's last polled report, or why there is none (a failed poll, or no poll yet)."""
+        polled = self.load.engine_health()
+        return {name: polled.get(name) or "not polled yet" for name in self.engines}
 
     async def _redis_error(self) -> str | None:
         try:
@@ -106,6 +114,14 @@ class Service:
         except (RedisError, OSError, TimeoutError) as e:
             return str(e) or f"no answer within {HEALTH_TIMEOUT_S:g} s"
         return None
+
+    async def _tasks_report(self) -> dict[str, object]:
+        """Tasks waiting and running, and the workers seen in the last seconds (informative: not a health verdict,
+        as a deployment may run its workers elsewhere)."""
+        try:
+            return dict(await asyncio.wait_for(self.tasks.queue.stats(), HEALTH_TIMEOUT_S))
+        except (RedisError, OSError, TimeoutError) as e:
+            return {"error": str(e) or f"no answer within {HEALTH_TIMEOUT_S:g} s"}
 
     async def _memory_report(self) -> dict[str, object]:
         memory: dict[str, object] = {"mode": self.memory.mode, "detail": describe(self.memory)}
@@ -156,9 +172,10 @@ def build_service(
     ttl = config.redis.session_ttl_s
     checkpointer = RedisCheckpointSaver(redis_url, ttl_s=ttl, serde=checkpoint_serializer())
     memory = memory or build_long_memory(config.memory, redis_url, ttl_s=ttl)
+    metrics = Metrics(served_models())
     runs = AgentRuns(
         experts=experts,
-        tools=agent_tools(config, rails),
+        tools=agent_tools(config, rails, metrics),
         agent=config.agent,
         checkpointer=checkpointer,
         memory=memory,
@@ -175,6 +192,7 @@ def build_service(
         read_after_turn=config.memory.read_after_turn,
         max_queue_factor=config.server.max_queue_factor,
         unnamed_session_ttl_s=config.redis.unnamed_session_ttl_s,
+        metrics=metrics,
     )
     server = config.server
     keys = RedisKeyStore(redis_url) if server.key_store else None
@@ -183,7 +201,7 @@ def build_service(
     limiter = Limiter(redis_url, request_timeout_s=server.request_timeout_s)
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=HEALTH_TIMEOUT_S, socket_connect_timeout=HEALTH_TIMEOUT_S)
     tasks = TaskService(task_queue(config, redis_url), sessions, max_input_bytes=config.tasks.max_input_bytes)
-    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks)
+    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics)
 
 
 def task_queue(config: ChimeraConfig, redis_url: str) -> TaskQueue:
@@ -198,15 +216,17 @@ def task_queue(config: ChimeraConfig, redis_url: str) -> TaskQueue:
     )
 
 
-def agent_tools(config: ChimeraConfig, rails: Rails) -> dict[str, Tool]:
-    """Every tool the agents may be offered; tools that reach outside (code, Cypher) pass the tool-input rail."""
+def agent_tools(config: ChimeraConfig, rails: Rails, metrics: Metrics | None = None) -> dict[str, Tool]:
+    """Every tool the agents may be offered; tools that reach outside (code, Cypher) pass the tool-input rail;
+    searches are timed in `metrics`."""
     documents = LiveIndex(config.search, config.index_dir)
     documents.get()  # load the index and its embedder now, not in the first question's time
     search = config.search
     return {
         Calculator.name: Calculator(),
         HybridSearch.name: HybridSearch(
-            documents.get, k=search.agent_passages, min_similarity=search.ground_min_similarity, rails=rails
+            documents.get, k=search.agent_passages, min_similarity=search.ground_min_similarity, rails=rails,
+            metrics=metrics,
         ),
         # Opened per call, so that `chimera ingest` can write the embedded store between queries.
         GraphQuery.name: guard_tool(

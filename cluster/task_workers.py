@@ -9,7 +9,6 @@ lease (by it or any other worker) and continue from their last checkpoint.
 
 import asyncio
 import logging
-import math
 import os
 import threading
 from typing import Any
@@ -79,6 +78,7 @@ class TaskWorkerPool:
         self.redis_url = redis_url
         self.workers: dict[str, Any] = {}  # name → handle
         self._stopping = threading.Event()
+        self._scaling = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -98,7 +98,7 @@ class TaskWorkerPool:
                 stop_actor(handle)
         self.workers.clear()
 
-    def infos(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    def infos(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Each worker's `info()` (name, pid, node, running tasks)."""
         import ray
 
@@ -116,34 +116,39 @@ class TaskWorkerPool:
 
         queue = task_queue(self.config, self.redis_url)
         try:
-            while not self._stopping.is_set():
+            while not await asyncio.to_thread(self._stopping.wait, self.config.tasks.scale_interval_s):
                 try:
-                    await self._scale_once(await queue.depth())
+                    await self.scale(await queue.depth())
                 except Exception:  # a scaling round that fails (Redis or Ray away) is tried again next round
                     log.exception("task worker scaling failed")
-                await asyncio.sleep(self.config.tasks.scale_interval_s)
         finally:
             await queue.close()
 
-    async def _scale_once(self, depth: int) -> None:
+    async def scale(self, depth: int) -> None:
+        """One scaling round for `depth` waiting tasks: add one worker, or drain and stop the newest idle one."""
+        with self._scaling:  # the scaling loop's thread, or a caller's
+            await self._scale(depth)
+
+    async def _scale(self, depth: int) -> None:
         tasks = self.config.tasks
         count = len(self.workers)
-        wanted = max(tasks.min_workers, min(tasks.max_workers, math.ceil(depth / tasks.tasks_per_worker)))
         if depth > count * tasks.tasks_per_worker and count < tasks.max_workers:
             self._add(count)
             log.info("task queue holds %d: started worker %d of at most %d", depth, count + 1, tasks.max_workers)
-        elif depth == 0 and count > wanted:  # the newest worker stops claiming, and goes once its tasks are done
+        elif depth == 0 and count > tasks.min_workers:
             name = f"{WORKER_PREFIX}{count - 1}"
-            handle = self.workers[name]
-            info = await asyncio.to_thread(self._drained_info, handle)
-            if not info["running"]:
-                stop_actor(self.workers.pop(name))
+            if await asyncio.to_thread(self._stopped_if_idle, self.workers[name]):
+                del self.workers[name]
                 log.info("task queue empty: stopped idle worker %s", name)
 
     @staticmethod
-    def _drained_info(handle: Any) -> dict[str, Any]:
+    def _stopped_if_idle(handle: Any) -> bool:
+        """Stop the worker if it runs nothing (it is drained first: a task it claimed in between would be claimed
+        again after its lease, so nothing is lost either way)."""
         import ray
 
-        ray.get(handle.drain.remote(), timeout=5)
-        info: dict[str, Any] = ray.get(handle.info.remote(), timeout=5)
-        return info
+        if ray.get(handle.info.remote(), timeout=30)["running"]:
+            return False
+        ray.get(handle.drain.remote(), timeout=30)
+        stop_actor(handle)
+        return True

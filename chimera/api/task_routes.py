@@ -36,6 +36,8 @@ async def submit(request: Request) -> JSONResponse:
     )
     try:
         wire = decode_body(await read_body(request, request.app.state.limits), TaskCreateRequest)
+        limiter = request.app.state.limiter
+        await limiter.release(await limiter.admit(principal), 0)  # a submission counts as a request (429 above)
         submission = TaskSubmission(wire.kind, wire.input, wire.model, wire.session_id, wire.idempotency_key,
                                     wire.priority, wire.metadata)  # fmt: skip
         record, new = await _tasks(request).submit(principal, submission, trace.set_span_in_context(span))

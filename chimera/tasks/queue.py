@@ -252,6 +252,20 @@ class TaskQueue:
                 if event.terminal:
                     return
 
+    async def stats(self, *, seen_within_s: float = 15.0) -> dict[str, int]:
+        """For /healthz: tasks waiting, tasks running, and workers that announced themselves lately."""
+        running = sum(int(r) for r in await self.redis.hvals(self._key("tasks:running")))
+        seen = await self.redis.hvals(self._key("tasks:workers"))
+        alive = sum(1 for raw in seen if time.time() - json.loads(raw)["seen"] <= seen_within_s)
+        return {"waiting": await self.depth(), "running": running, "workers": alive}
+
+    async def announce(self, worker: str, info: dict[str, Any]) -> None:
+        """A worker says it is alive (and what it runs); `stats` counts those seen lately."""
+        try:
+            await self.redis.hset(self._key("tasks:workers"), worker, json.dumps({**info, "seen": time.time()}))
+        except (RedisError, OSError) as e:
+            raise QueueUnavailableError(f"the task queue (Redis) is unavailable: {e}") from e
+
     async def depth(self) -> int:
         """Entries waiting for a worker, over every tenant (leased ones not counted)."""
         streams = await self.redis.smembers(self._key("tasks:streams"))

@@ -111,6 +111,7 @@ class TaskWorker:
     async def run(self) -> None:
         """Claim and run tasks until `stop()`; then wait for the running ones to finish."""
         slots = asyncio.Semaphore(self.concurrency)
+        announcing = asyncio.create_task(self._announce())
         while not self._stopping.is_set():
             await slots.acquire()
             try:
@@ -127,6 +128,17 @@ class TaskWorker:
             self.running[claim.task_id] = execution
             execution.add_done_callback(functools.partial(self._done, claim.task_id, slots))
         await asyncio.gather(*self.running.values(), return_exceptions=True)
+        announcing.cancel()
+
+    async def _announce(self, every_s: float = 5.0) -> None:
+        """Say every few seconds that this worker is alive (/healthz counts the workers seen lately)."""
+        while True:
+            try:
+                await self.queue.announce(self.name, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                      "running": len(self.running)})  # fmt: skip
+            except ChimeraError as e:
+                log.warning("worker %s cannot announce itself: %s", self.name, e)
+            await asyncio.sleep(every_s)
 
     def _done(self, task_id: str, slots: asyncio.Semaphore, _: "asyncio.Task[None]") -> None:
         self.running.pop(task_id, None)

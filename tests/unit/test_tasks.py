@@ -302,3 +302,20 @@ async def test_a_task_lists_only_for_its_owner_newest_first_in_pages(stack: Stac
     assert seen == ids[::-1]
     queued = await stack.http.get("/v1/tasks", params={"status": "succeeded"}, headers=_auth(ALICE))
     assert queued.json()["data"] == []
+
+
+async def test_healthz_counts_waiting_and_running_tasks_and_live_workers(
+    stack: Stack, config: ChimeraConfig, db_url: str
+) -> None:
+    for i in range(3):
+        await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": f"{i}"}})
+    idle = (await stack.http.get("/healthz")).json()["tasks"]
+    assert idle == {"waiting": 3, "running": 0, "workers": 0}
+    stack.engine.word_delay_s = 0.05
+    stack.engine.replies += [" ".join(["word"] * 100)] * 3
+    async with task_workers(config, stack.service, db_url, count=2):
+        deadline = time.monotonic() + 10
+        while (busy := (await stack.http.get("/healthz")).json()["tasks"])["running"] == 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert busy["workers"] == 2 and busy["waiting"] + busy["running"] == 3
