@@ -47,7 +47,7 @@ def _queue(url: str) -> TaskQueue:
 
 async def _worker(url: str, name: str, marker: Path | None, replies: list[str]) -> dict[str, int]:
     """One worker process: the chat service on a scripted engine and the order-lookup tool; it runs until the
-    task it works on has ended, then says what it did."""
+    queue has been empty for a second after its first task, then says what it did."""
     engine = ScriptedEngine(replies)
     tool = LookupOrder(marker)
     experts = {n: Expert(n, ExpertSpec(engine="fake", system_prompt="Test."), engine, "fake") for n in EXPERT_NAMES}
@@ -59,11 +59,15 @@ async def _worker(url: str, name: str, marker: Path | None, replies: list[str]) 
     async def agent() -> TaskRunner:
         return AgentRunner(chat)
 
-    worker = TaskWorker(_queue(url), {"agent": agent}, name=name)
+    queue = _queue(url)
+    worker = TaskWorker(queue, {"agent": agent}, name=name)
     running = asyncio.create_task(worker.run())
-    while not worker.running:  # noqa: ASYNC110 - the worker has no event for "claimed"; poll it
+    while (await queue.stats())["waiting"] > 0 and not worker.running:  # noqa: ASYNC110 - polled: no claim event
         await asyncio.sleep(0.02)
-    while worker.running:  # noqa: ASYNC110
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 1.0:
+        if worker.running or (await queue.stats())["waiting"]:
+            quiet_since = time.monotonic()
         await asyncio.sleep(0.02)
     worker.stop()
     await running
@@ -124,3 +128,39 @@ if __name__ == "__main__":
     url, name, marker_path, replies, out = sys.argv[1:6]
     did = asyncio.run(_worker(url, name, Path(marker_path) if marker_path else None, json.loads(replies)))
     Path(out).write_text(json.dumps(did))
+
+
+def test_a_hundred_tasks_over_three_worker_processes_each_end_exactly_once(redis_url: str, tmp_path: Path) -> None:
+    url = f"{redis_url}?db=12"
+    redis.Redis.from_url(url).flushdb()
+
+    async def submit_all() -> list[str]:
+        service = TaskService(_queue(url), RedisSessionStore(url, ttl_s=600, max_messages=50), max_input_bytes=10_000)
+        ids = []
+        for i in range(100):
+            submission = TaskSubmission("agent", {"prompt": f"Question {i}"}, model="chimera-chat")
+            ids.append((await service.submit(ALICE, submission))[0].id)
+        await service.close()
+        return ids
+
+    ids = asyncio.run(submit_all())
+    workers = []
+    for n in range(3):
+        command = [sys.executable, "-m", "tests.integration.test_task_kill", url, f"proc-{n}", "",
+                   json.dumps(["Answer."] * 100), str(tmp_path / f"proc-{n}.json")]  # fmt: skip
+        workers.append(subprocess.Popen(command, cwd=ROOT, stderr=(tmp_path / f"proc-{n}.log").open("wb")))
+    for n, proc in enumerate(workers):
+        assert proc.wait(timeout=180) == 0, (tmp_path / f"proc-{n}.log").read_text()
+
+    async def outcomes() -> list[list[str]]:
+        queue = _queue(url)
+        types = [[e.type for e in await queue.events(task_id, count=1000)] for task_id in ids]
+        await queue.close()
+        return types
+
+    for types in asyncio.run(outcomes()):
+        assert [t for t in types if t in ("succeeded", "failed", "cancelled")] == ["succeeded"], types
+        assert types.count("started") == 1 and "retry" not in types
+    # one engine request per plain expert task: each ran once, spread over the three processes
+    answered = [json.loads((tmp_path / f"proc-{n}.json").read_text())["engine_requests"] for n in range(3)]
+    assert sum(answered) == 100 and all(a > 0 for a in answered), answered
