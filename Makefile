@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/local.yaml
 
-.PHONY: install models demo serve test test-unit lint format bench clean
+.PHONY: install models browser demo serve test test-unit lint format bench clean
 
 install: $(STAMP)
 
@@ -32,7 +32,13 @@ demo: models
 serve: models
 	$(BIN)/chimera --config $(CONFIG) serve
 
-test: models
+# The trace viewer's browser test drives Debian's Chromium through Playwright (Playwright's own browser download
+# does not work here): installed once when missing (as root, as in CI), quietly.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: models browser
 	$(BIN)/pytest tests
 
 test-unit: install

@@ -12,7 +12,7 @@ a time, not streamed) and checks the reply:
   sandbox.
 
 The server's "Sources:" footer is cut off before checking: its file names and headings are not the model's words.
-Per run it reads the trace's spans (`<data_dir>/traces.jsonl`, by the `x-chimera-trace-id` header):
+Per run it reads the trace's spans (the span store `<data_dir>/traces.sqlite`, by the `x-chimera-trace-id` header):
 steps = `agent.decide` spans (all specialists' for the team); tool calls attempted = decisions naming a tool
 that ran (a `tool.<name>` span) + decisions whose text is not JSON; valid = those that ran without an error
 other than the tool being unavailable or out of time (an unknown tool, invalid arguments, an expression the
@@ -23,7 +23,7 @@ instead) and calls cut by the step or token budget are counted apart, not as att
         [--docs bench/data/agent_docs] [--graphs chimera-react,chimera-team] [--limit N]
 
 `--limit N` takes the first N tasks of each kind. Only the config changes for a GPU run (the copy also pins the
-index and embedded graph to the temp dir and traces to its file). Prints a table, writes bench/results/agents.json.
+index, embedded graph and span store to the temp dir). Prints a table, writes bench/results/agents.json.
 """
 
 import argparse
@@ -49,11 +49,12 @@ import httpx
 import yaml
 
 from chimera.cluster.engines import local_engine_specs
-from chimera.cluster.tracing import trace_file
 from chimera.config import load_config
 from chimera.server_process import ServerProcess, free_port
+from chimera.spans.factory import span_store_path
+from chimera.spans.sqlite import SqliteSpanStore
+from chimera.spans.store import SpanStore, TraceNotFoundError
 from chimera.tools.run_python import RunPython
-from chimera.traceview import read_spans
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
@@ -229,14 +230,14 @@ def call_stats(spans: list[dict[str, Any]]) -> CallStats:
 
 
 def isolated_config(config_path: Path, data_dir: Path) -> Path:
-    """A copy of the config with its own data dir, index and trace file; packaged models stay where `chimera
+    """A copy of the config with its own data dir, index and span store; packaged models stay where `chimera
     models prepare` put them (the original data dir), so they are not converted again."""
     config = load_config(config_path)
     raw = yaml.safe_load(config_path.read_text())
     raw["data_dir"] = str(data_dir)
     for name, spec in local_engine_specs(config).items():
         raw["engines"][name]["model"] = spec.model
-    raw["tracing"] = {**(raw.get("tracing") or {}), "exporter": "file"}
+    raw["tracing"] = {**(raw.get("tracing") or {}), "exporter": "store"}
     raw["search"] = {**(raw.get("search") or {}), "index_dir": str(data_dir / "index"), "graph_store": "embedded",
                      "neo4j_uri": None}  # fmt: skip
     out = data_dir / "config.yaml"
@@ -254,18 +255,21 @@ def ingest(config_path: Path, docs: Path, env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-async def run_spans(traces: Path, trace_id: str, timeout_s: float = 15) -> list[dict[str, Any]]:
+async def run_spans(traces: SpanStore, trace_id: str, timeout_s: float = 15) -> list[dict[str, Any]]:
     """The trace's spans once its `agent.graph` span has been written (it ends before the reply is sent)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        spans = [s for s in read_spans(traces) if s["trace_id"] == trace_id]
+        try:
+            spans = traces.trace(trace_id)
+        except TraceNotFoundError:
+            spans = []
         if any(s["name"] == "agent.graph" for s in spans) or time.monotonic() > deadline:
             return spans
         await asyncio.sleep(0.2)
 
 
 async def run_task(
-    http: httpx.AsyncClient, graph: str, task: Task, traces: Path, sandbox: RunPython, max_tokens: int
+    http: httpx.AsyncClient, graph: str, task: Task, traces: SpanStore, sandbox: RunPython, max_tokens: int
 ) -> TaskResult:
     body = {"model": graph, "messages": [{"role": "user", "content": task.question}], "max_tokens": max_tokens}
     began = time.perf_counter()
@@ -323,7 +327,9 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def run_all(url: str, graphs: list[str], tasks: list[Task], traces: Path, max_tokens: int) -> list[TaskResult]:
+async def run_all(
+    url: str, graphs: list[str], tasks: list[Task], traces: SpanStore, max_tokens: int
+) -> list[TaskResult]:
     sandbox = RunPython(wall_seconds=10)
     results = []
     async with httpx.AsyncClient(base_url=url, timeout=900) as http:
@@ -356,14 +362,18 @@ def main() -> None:
     graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
     config = load_config(args.config)
     data_dir = Path(tempfile.mkdtemp(prefix="chimera-agents-bench-"))
-    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "", "NEO4J_URI": ""}  # spans to the file, graph embedded
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "", "NEO4J_URI": ""}  # spans to the store, graph embedded
     began = time.monotonic()
     try:
         config_path = isolated_config(args.config, data_dir)
         print(f"ingest {args.docs}: {ingest(config_path, args.docs, env)}", flush=True)
         with ServerProcess(config_path, free_port(), data_dir / "server.log", env=env) as server:
             print(f"server up in {time.monotonic() - began:.0f}s; {len(tasks)} tasks x {graphs}", flush=True)
-            results = asyncio.run(run_all(server.url, graphs, tasks, trace_file(data_dir), args.max_tokens))
+            traces = SqliteSpanStore(span_store_path(data_dir))
+            try:
+                results = asyncio.run(run_all(server.url, graphs, tasks, traces, args.max_tokens))
+            finally:
+                traces.close()
     finally:
         if args.keep_data:
             print(f"data dir kept: {data_dir}")

@@ -5,7 +5,7 @@ so both sides prefill the same tokens), `ignore_eos` so every request yields exa
 Chimera runs twice: with the config's guardrails (input rails, output PII masking while streaming) and with
 `guardrails.enabled: false` (a copy of the config under the data dir). For each concurrency it reports TTFT
 p50/p99 and output tokens/s for every side, the overheads and ratios against raw, and where Chimera's time to
-first token goes (medians of the spans in the trace file), prints JSON and writes it to bench/results/.
+first token goes (medians of the spans in the span store), prints JSON and writes it to bench/results/.
 
     python bench/serving.py --config configs/local.yaml [--prompts ../shared/data/router/dev.jsonl]
 
@@ -36,6 +36,9 @@ from chimera.messages import ChatMessage
 from chimera.models.expert import compose_prompt
 from chimera.models.router.heuristic import HeuristicRouter
 from chimera.server_process import ServerProcess, free_port
+from chimera.spans.factory import span_store_path
+from chimera.spans.sqlite import SqliteSpanStore
+from chimera.spans.store import TraceNotFoundError
 
 RESULTS = Path(__file__).parent / "results"
 BUILTIN_PROMPTS = [
@@ -197,7 +200,7 @@ async def bench_endpoint(
         return [await _drive(c, prompts, one, seen) for c, seen in zip(levels, samples, strict=True)], samples
 
 
-#: Points on one request's way to its first token, each from the trace file: (name, from, to).
+#: Points on one request's way to its first token, each from the span store: (name, from, to).
 _LEGS = (
     ("http_to_api", "client", "root.start"),
     ("api_to_expert", "root.start", "expert.start"),
@@ -210,21 +213,25 @@ _LEGS = (
 )
 
 
-def ttft_breakdown(trace_path: Path, samples: list[Sample]) -> dict[str, float]:
+def ttft_breakdown(store_path: Path, samples: list[Sample]) -> dict[str, float]:
     """Median milliseconds of each leg of Chimera's time to first token (`_LEGS`), from the spans of `samples`.
 
-    Empty when the trace file is missing (OTLP exporter) or holds none of them. `api_to_client` is what happens
+    Empty when the span store is missing (OTLP exporter) or holds none of them. `api_to_client` is what happens
     after the API got the first delta: output masking, the SSE writer, HTTP and the client's parsing.
     """
     wanted = {s.trace_id: s for s in samples if s.trace_id}
-    if not wanted or not trace_path.exists():
+    if not wanted or not store_path.exists():
         return {}
     spans: dict[str, dict[str, dict[str, Any]]] = {}
-    with trace_path.open(encoding="utf-8") as lines:
-        for line in lines:
-            record = json.loads(line)
-            if record["trace_id"] in wanted:
-                spans.setdefault(record["trace_id"], {})[record["name"]] = record
+    store = SqliteSpanStore(store_path)
+    try:
+        for trace_id in wanted:
+            try:
+                spans[trace_id] = {record["name"]: record for record in store.trace(trace_id)}
+            except TraceNotFoundError:
+                continue
+    finally:
+        store.close()
     legs: dict[str, list[float]] = {name: [] for name, _, _ in _LEGS}
     for trace_id, named in spans.items():
         points = _points(wanted[trace_id], named)
@@ -279,8 +286,8 @@ def bench_chimera(
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     with ServerProcess(config_path, free_port(), data_dir / "bench-server.log") as server:
         stats, samples = asyncio.run(bench_endpoint(server.url, prompts, levels, output_tokens))
-    trace_path = data_dir / "traces.jsonl"
-    return ChimeraRun(stats, [ttft_breakdown(trace_path, level) for level in samples])
+    store_path = span_store_path(data_dir)
+    return ChimeraRun(stats, [ttft_breakdown(store_path, level) for level in samples])
 
 
 def compare(raw: list[RunStats], chimera: list[RunStats]) -> list[dict[str, float]]:

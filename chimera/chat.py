@@ -27,6 +27,7 @@ from chimera.identity.principal import LOCAL, Principal
 from chimera.memory.long_context.base import LongMemoryError
 from chimera.memory.sessions.base import SessionNotFoundError, SessionStore, check_session_id
 from chimera.messages import ChatMessage
+from chimera.metrics import Metrics
 from chimera.models.engine.base import EngineUnavailableError
 from chimera.models.expert import Completion, Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
@@ -136,6 +137,7 @@ class ChatService:
         read_after_turn: bool = True,
         max_queue_factor: float | None = None,
         unnamed_session_ttl_s: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.experts = experts
         self.router = router
@@ -149,6 +151,7 @@ class ChatService:
         self.max_queue_factor = max_queue_factor
         self.unnamed_session_ttl_s = unnamed_session_ttl_s  # sessions the server named, until continued
         self._in_flight: Counter[ExpertName] = Counter()  # this process's requests per expert (the poll lags)
+        self.metrics = metrics or Metrics(served_models())  # router decisions and rail refusals are counted here
 
     def resolve(self, model: str) -> ExpertName | None:
         """The expert a model name fixes, None when the router decides.
@@ -183,9 +186,11 @@ class ChatService:
             verdict = await self.rails.check_input(conversation)
             span.set_attributes({"chimera.rails.enabled": self.rails.enabled, "chimera.rails.allowed": verdict.allowed})
             span.set_attributes(_rail_attributes(verdict))
+        self.metrics.railed("input", verdict)
         with _tracer.start_as_current_span("router.route", context=parent) as span:
             decision = await self._route(conversation, fixed)
             span.set_attributes(decision.as_attributes())
+        self.metrics.routed(decision)
         self._admit(decision.expert)
 
         guardrail = None if verdict.allowed else verdict.rail or "input"
@@ -302,8 +307,11 @@ class ChatService:
         else:
             with _tracer.start_as_current_span("guardrails.output", context=parent) as span:
                 verdict = await self.rails.check_output(text)
-                span.set_attribute("chimera.rails.enabled", self.rails.enabled)
+                span.set_attributes(
+                    {"chimera.rails.enabled": self.rails.enabled, "chimera.rails.allowed": verdict.allowed}
+                )
                 span.set_attributes(_rail_attributes(verdict))
+            self.metrics.railed("output", verdict)
             if not verdict.allowed:
                 finish_reason = "content_filter"
             asked = new_messages or ([run.question] if run.question else [])

@@ -187,12 +187,26 @@ class AgentConfig(_Frozen):
 class TracingConfig(_Frozen):
     """OpenTelemetry tracing."""
 
-    exporter: Literal["auto", "otlp", "file", "none"] = Field(
+    exporter: Literal["auto", "store", "otlp", "none"] = Field(
         "auto",
-        description="`auto`: OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else a JSONL file "
-        "in the data dir (`traces.jsonl`).",
+        description="Where every process's spans go. `store`: the span store in the data dir (`traces.sqlite`), "
+        "written directly by each process of the host, read by `chimera traces` and the trace API. `otlp`: an "
+        "external collector over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT). `auto`: `otlp` when that variable is "
+        "set, else `store`. `none`: no tracing.",
     )
+    also_store: bool = Field(
+        False, description="With `otlp` (or `auto` resolving to it): write the span store too, so that the trace API "
+        "and `chimera traces` keep working beside the external collector."
+    )  # fmt: skip
     service_name: str = Field("chimera", description="`service.name` resource attribute.")
+    retention_days: float = Field(7.0, gt=0, description="Traces that started longer ago are deleted from the store.")
+    max_spans: int = Field(
+        2_000_000, gt=0, description="Most spans the store keeps; beyond it the oldest traces are deleted."
+    )
+    max_attribute_chars: int = Field(
+        8192, ge=64, description="Longer string attribute values are cut in the store, ending with "
+        "\"…[truncated N chars]\"."
+    )  # fmt: skip
 
 
 RetrieverName = Literal["bm25", "dense", "graph"]

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from chimera.cluster.engines import start_engines, stop_engines
 from chimera.cluster.ray_runtime import connect_ray, disconnect_ray
 from chimera.cluster.task_workers import TaskWorkerPool
-from chimera.cluster.tracing import resolve_exporter, setup_tracing, trace_file
+from chimera.cluster.tracing import setup_tracing
 from chimera.config import ChimeraConfig
 from chimera.guardrails.factory import build_rails
 from chimera.memory.redis_server import EmbeddedRedis
 from chimera.models.router.factory import build_router
 from chimera.service import Service, build_service
+from chimera.spans.factory import span_store_path
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,7 @@ class Runtime:
         cfg = self.config
         data_dir = cfg.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        setup_tracing(
-            resolve_exporter(cfg.tracing.exporter),
-            service=cfg.tracing.service_name,
-            role="api",
-            path=trace_file(data_dir),
-        )
+        setup_tracing(cfg.tracing, store_path=span_store_path(data_dir), role="api")
         redis_url = cfg.redis.url
         if redis_url is None:
             self._redis = EmbeddedRedis(data_dir / "redis")

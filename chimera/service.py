@@ -6,9 +6,10 @@ router, the rails and the document index, and hands each expert its engine.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -34,6 +35,8 @@ from chimera.models.engine.base import EngineHealth, LLMEngine
 from chimera.models.expert import Expert
 from chimera.models.router.base import Router
 from chimera.models.router.factory import build_router
+from chimera.spans.factory import open_span_store, span_store_path
+from chimera.spans.store import SpanStore, SpanStoreError
 from chimera.tasks.queue import TaskQueue
 from chimera.tasks.service import TaskService
 from chimera.tools.base import Tool
@@ -45,12 +48,14 @@ from chimera.tools.search.factory import LiveIndex, open_graph_store
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 0.5  # each of /healthz's live checks (Redis, memory); engines are read from the last poll
+PRUNE_EVERY_S = 300.0  # the span store's retention runs this often (and after every so many spans written)
 
 
 @dataclass
 class Service:
-    """The chat service and what it owns: the engines' load monitor, the checkpointer, the session memory, and who
-    may call it (API keys → principals) within which limits."""
+    """The chat service and what it owns: the engines' load monitor, the checkpointer, the session memory, who
+    may call it (API keys → principals) within which limits, and the span store the trace API reads (None: tracing
+    is off)."""
 
     chat: ChatService
     engines: Mapping[str, LLMEngine]
@@ -62,12 +67,16 @@ class Service:
     redis: aioredis.Redis  # for /healthz's ping
     tasks: TaskService
     metrics: Metrics  # GET /metrics: what the chat service, its tools and this service count
+    spans: SpanStore | None = None
+    _pruning: "asyncio.Task[None] | None" = field(default=None, init=False, repr=False)
 
     async def astart(self) -> None:
         """Start what lives in the server's event loop: the load monitor (after a first poll, so that the router
-        and /healthz know the engines from the first request on)."""
+        and /healthz know the engines from the first request on), and the span store's retention timer."""
         await self.load.poll_once()
         self.load.start()
+        if self.spans is not None:
+            self._pruning = asyncio.create_task(_prune_every(self.spans, PRUNE_EVERY_S))
 
     async def aclose(self) -> None:
         """Stop what lives in the server's event loop; close its connections (engines are stopped by their owner)."""
@@ -81,6 +90,12 @@ class Service:
         await self.limiter.close()
         await self.tasks.close()
         await self.redis.aclose()
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
+        if self.spans is not None:
+            self.spans.close()
 
     async def health(self) -> dict[str, object]:
         """For /healthz, within about a second whatever is down: each engine's last polled report (never a call
@@ -201,7 +216,23 @@ def build_service(
     limiter = Limiter(redis_url, request_timeout_s=server.request_timeout_s)
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=HEALTH_TIMEOUT_S, socket_connect_timeout=HEALTH_TIMEOUT_S)
     tasks = TaskService(task_queue(config, redis_url), sessions, max_input_bytes=config.tasks.max_input_bytes)
-    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics)
+    spans = None
+    if config.tracing.exporter != "none":
+        spans = open_span_store(config.tracing, span_store_path(config.data_dir.resolve()))
+    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics, spans)
+
+
+async def _prune_every(store: SpanStore, interval_s: float) -> None:
+    """Apply the store's retention now and every `interval_s` (off the event loop: deleting takes a while)."""
+    while True:
+        try:
+            deleted = await asyncio.to_thread(store.prune)
+        except SpanStoreError as e:
+            log.warning("span store retention failed (next try in %g s): %s", interval_s, e)
+        else:
+            if deleted:
+                log.info("span store retention deleted %d spans", deleted)
+        await asyncio.sleep(interval_s)
 
 
 def task_queue(config: ChimeraConfig, redis_url: str) -> TaskQueue:
@@ -225,7 +256,10 @@ def agent_tools(config: ChimeraConfig, rails: Rails, metrics: Metrics | None = N
     return {
         Calculator.name: Calculator(),
         HybridSearch.name: HybridSearch(
-            documents.get, k=search.agent_passages, min_similarity=search.ground_min_similarity, rails=rails,
+            documents.get,
+            k=search.agent_passages,
+            min_similarity=search.ground_min_similarity,
+            rails=rails,
             metrics=metrics,
         ),
         # Opened per call, so that `chimera ingest` can write the embedded store between queries.

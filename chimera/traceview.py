@@ -1,10 +1,7 @@
-"""Reading the JSONL trace file: group spans into traces and print each as an indented tree."""
+"""Span records of one trace (from the span store) as an indented tree: `chimera traces`, the demo and the tests."""
 
-import json
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -18,29 +15,9 @@ class SpanNode:
         return (self.record["end_ns"] - self.record["start_ns"]) / 1e6
 
 
-def read_spans(path: Path) -> list[dict[str, Any]]:
-    """All spans in the file, skipping a torn last line (a process may be writing)."""
-    if not path.exists():
-        return []
-    spans = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            spans.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return spans
-
-
-def traces(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Spans by trace id, traces ordered by their earliest start."""
-    by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in spans:
-        by_trace[s["trace_id"]].append(s)
-    return dict(sorted(by_trace.items(), key=lambda kv: min(s["start_ns"] for s in kv[1])))
-
-
 def build_tree(spans: list[dict[str, Any]]) -> list[SpanNode]:
-    """Roots of one trace (spans whose parent is absent from it), children ordered by start time."""
+    """Roots of one trace (spans whose parent is absent from it: the root, and children whose parent has not
+    arrived), children ordered by start time."""
     nodes = {s["span_id"]: SpanNode(s) for s in spans}
     roots: list[SpanNode] = []
     for node in sorted(nodes.values(), key=lambda n: n.record["start_ns"]):
@@ -50,6 +27,7 @@ def build_tree(spans: list[dict[str, Any]]) -> list[SpanNode]:
 
 
 def render(trace_id: str, spans: list[dict[str, Any]]) -> Iterator[str]:
+    """The lines of one trace's tree: name, duration, process, status and a few telling attributes per span."""
     yield f"trace {trace_id}"
     for root in build_tree(spans):
         yield from _render_node(root, 1)

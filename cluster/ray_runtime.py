@@ -9,8 +9,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from chimera.cluster.tracing import resolve_exporter, trace_file, worker_env
+from chimera.cluster.tracing import worker_env
 from chimera.config import ChimeraConfig
+from chimera.spans.factory import span_store_path
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ def connect_ray(config: ChimeraConfig, *, address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     address = address or config.ray.address
-    data_dir = config.data_dir.resolve()
-    exporter = resolve_exporter(config.tracing.exporter)
+    store_path = span_store_path(config.data_dir.resolve())
     ray.init(
         address=address,
         num_cpus=config.ray.num_cpus if address is None else None,
@@ -43,7 +43,7 @@ def connect_ray(config: ChimeraConfig, *, address: str | None = None) -> bool:
         include_dashboard=False,
         runtime_env={
             "worker_process_setup_hook": WORKER_SETUP_HOOK,
-            "env_vars": worker_env(exporter, service=config.tracing.service_name, path=trace_file(data_dir)),
+            "env_vars": worker_env(config.tracing, store_path=store_path),
         },
     )
     log.info("connected to Ray at %s (namespace %s)", address or "a new local cluster", config.ray.namespace)

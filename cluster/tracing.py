@@ -3,115 +3,94 @@
 One request makes one trace across processes: the W3C `traceparent` of the caller's span travels explicitly
 inside each Ray call (Ray's own tracing is alpha), and the callee starts its spans under it.
 
-Exporter: OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (or `tracing.exporter: otlp`), else one JSONL
-file that every process appends whole lines to (`chimera traces` reads it).
+Exporters (`tracing.exporter`): the span store (`<data_dir>/traces.sqlite`), which every process of the host
+writes directly and synchronously, or OTLP/HTTP to an external collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+set (or `otlp` is configured), with the store beside it when `tracing.also_store` is on.
 """
 
-import json
+import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from chimera.config import TracingConfig
+from chimera.spans.exporter import StoreSpanExporter
+from chimera.spans.factory import open_span_store
+from chimera.spans.store import SpanStoreError
 
 if TYPE_CHECKING:
     from chimera.models.engine.base import GenerationDelta
 
 # Ray's worker_process_setup_hook takes no arguments: the driver hands the settings over in these variables.
-ENV_EXPORTER = "CHIMERA_TRACE_EXPORTER"  # "otlp" | "file" | "none"
-ENV_TRACE_FILE = "CHIMERA_TRACE_FILE"
-ENV_SERVICE = "CHIMERA_TRACE_SERVICE"
+ENV_TRACING = "CHIMERA_TRACING"  # the TracingConfig as JSON, its exporter resolved on the driver
+ENV_SPAN_STORE = "CHIMERA_SPAN_STORE"  # the span store file
 
+log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()
 _lock = threading.Lock()
 
 
-class JsonlSpanExporter(SpanExporter):
-    """Appends each finished span as one JSON line; safe across processes (one O_APPEND write per line)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(span_record(s), default=str) + "\n" for s in spans)
-        os.write(self._fd, lines.encode("utf-8"))
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        os.close(self._fd)
+def resolve_exporter(tracing: TracingConfig) -> Literal["store", "otlp", "none"]:
+    """`auto` becomes `otlp` when an OTLP endpoint is set in the environment, else `store`."""
+    if tracing.exporter != "auto":
+        return tracing.exporter
+    return "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "store"
 
 
-def span_record(span: ReadableSpan) -> dict[str, Any]:
-    """The JSON shape of one span in the trace file."""
-    ctx = span.get_span_context()
-    assert ctx is not None
-    return {
-        "trace_id": format(ctx.trace_id, "032x"),
-        "span_id": format(ctx.span_id, "016x"),
-        "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
-        "name": span.name,
-        "start_ns": span.start_time,
-        "end_ns": span.end_time,
-        "status": span.status.status_code.name,
-        "attributes": dict(span.attributes or {}),
-        "resource": {k: v for k, v in span.resource.attributes.items() if not k.startswith("telemetry.")},
-    }
+def _store_processor(exporter: StoreSpanExporter, role: str) -> SpanProcessor:
+    """The API process writes its spans in batches from the processor's thread (every 100 ms, flushed at exit), so
+    that no request's event loop waits for SQLite; workers write each span as it ends, synchronously, so that
+    nothing is left unwritten when an actor is killed."""
+    if role == "api":
+        return BatchSpanProcessor(exporter, schedule_delay_millis=100)
+    return SimpleSpanProcessor(exporter)
 
 
-def resolve_exporter(configured: str) -> str:
-    """`auto` becomes `otlp` when an OTLP endpoint is set in the environment, else `file`."""
-    if configured != "auto":
-        return configured
-    return "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "file"
-
-
-def trace_file(data_dir: Path) -> Path:
-    return data_dir / "traces.jsonl"
-
-
-def setup_tracing(exporter: str, *, service: str, role: str, path: Path | None = None) -> None:
+def setup_tracing(tracing: TracingConfig, *, store_path: Path, role: str) -> None:
     """Install this process's global TracerProvider once; later calls are no-ops.
 
     Args:
-        exporter: `otlp`, `file` or `none` (resolved, not `auto`).
-        service: `service.name`.
-        role: what this process is (`api`, `expert`, …), recorded as `chimera.process.role`.
-        path: the JSONL file, for the `file` exporter.
+        tracing: the exporter (and whether the store is written beside OTLP), `service.name`, the store's limits.
+        store_path: the span store file.
+        role: what this process is (`api`, `ray-worker`, …), recorded as `chimera.process.role`.
     """
     with _lock:
         if isinstance(trace.get_tracer_provider(), TracerProvider):
             return
-        resource = Resource.create({"service.name": service, "process.pid": os.getpid(), "chimera.process.role": role})
+        exporter = resolve_exporter(tracing)
+        resource = Resource.create(
+            {"service.name": tracing.service_name, "process.pid": os.getpid(), "chimera.process.role": role}
+        )
         provider = TracerProvider(resource=resource)
         if exporter == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        elif exporter == "file":
-            if path is None:
-                raise ValueError("the file exporter needs a path")
-            # Synchronous: one small append per span, and nothing left unflushed when an actor is killed.
-            provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(path)))
+        if exporter == "store" or (exporter == "otlp" and tracing.also_store):
+            try:
+                store = open_span_store(tracing, store_path)
+            except SpanStoreError as e:  # a worker serves without its spans rather than not at all (the API's
+                # own store, opened by `build_service`, fails the server's start instead)
+                log.error("tracing to the span store is off in this %s process: %s", role, e)
+            else:
+                provider.add_span_processor(_store_processor(StoreSpanExporter(store), role))
         trace.set_tracer_provider(provider)
 
 
-def worker_env(exporter: str, *, service: str, path: Path) -> dict[str, str]:
+def worker_env(tracing: TracingConfig, *, store_path: Path) -> dict[str, str]:
     """Environment that lets `setup_worker_tracing` configure a Ray worker like the driver."""
-    env = {ENV_EXPORTER: exporter, ENV_SERVICE: service, ENV_TRACE_FILE: str(path.resolve())}
+    resolved = tracing.model_copy(update={"exporter": resolve_exporter(tracing)})
+    env = {ENV_TRACING: resolved.model_dump_json(), ENV_SPAN_STORE: str(store_path.resolve())}
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
@@ -119,15 +98,12 @@ def worker_env(exporter: str, *, service: str, path: Path) -> dict[str, str]:
 
 
 def setup_worker_tracing() -> None:
-    """Ray `worker_process_setup_hook`: tracing in every worker process, from `worker_env`'s variables."""
-    exporter = os.environ.get(ENV_EXPORTER, "none")
-    path = os.environ.get(ENV_TRACE_FILE)
-    setup_tracing(
-        exporter,
-        service=os.environ.get(ENV_SERVICE, "chimera"),
-        role="ray-worker",
-        path=Path(path) if path else None,
-    )
+    """Ray `worker_process_setup_hook`: tracing in every worker process, from `worker_env`'s variables (none: off)."""
+    settings, path = os.environ.get(ENV_TRACING), os.environ.get(ENV_SPAN_STORE)
+    if not settings or not path:
+        setup_tracing(TracingConfig(exporter="none"), store_path=Path(), role="ray-worker")
+        return
+    setup_tracing(TracingConfig.model_validate_json(settings), store_path=Path(path), role="ray-worker")
 
 
 def flush_tracing() -> None:

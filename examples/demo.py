@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 from chimera.client import Client
-from chimera.cluster.tracing import trace_file
-from chimera.config import load_config
+from chimera.config import ChimeraConfig, load_config
 from chimera.server_process import ServerProcess, free_port
+from chimera.spans.factory import open_span_store, span_store_path
+from chimera.spans.store import TraceNotFoundError
 from chimera.tools.search.factory import build_ingestor, open_index
-from chimera.traceview import read_spans, render, traces
+from chimera.traceview import render
 
 QUESTIONS = [  # (model, question): `auto` lets the router pick the expert; `chimera` runs the agent with tools
     ("auto", "Write a Python function that checks whether a number is prime."),
@@ -59,12 +60,23 @@ def main() -> int:
             if question.startswith("Calculate"):
                 calculator_trace = reply.trace_id
         time.sleep(0.5)  # the expert actor writes its spans as they end
-        spans = traces(read_spans(trace_file(Path(config.data_dir)))).get(calculator_trace, [])
+        spans = stored_spans(config, calculator_trace)
         if spans:
             print("Trace of the calculator question:")
             print("\n".join(render(calculator_trace, spans)))
         print("\nShutting down.", flush=True)
     return 0
+
+
+def stored_spans(config: ChimeraConfig, trace_id: str) -> list[dict[str, object]]:
+    """The trace's spans in the span store (none when tracing goes elsewhere)."""
+    store = open_span_store(config.tracing, span_store_path(config.data_dir.resolve()))
+    try:
+        return store.trace(trace_id) if trace_id else []
+    except TraceNotFoundError:
+        return []
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":  # vLLM and Ray spawn processes: keep the entry point guarded

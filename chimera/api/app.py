@@ -1,5 +1,6 @@
 """The FastAPI application: routes, auth, error mapping. Built around an already started `ChatService`."""
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 from chimera.agents.runs import GRAPHS
 from chimera.api.chat_routes import router as chat_router
 from chimera.api.errors import install_error_handlers, json_error, to_api_error
+from chimera.api.metrics_routes import router as metrics_router
 from chimera.api.protocol import (
     ChatCompletionRequest,
     ErrorResponse,
@@ -23,6 +25,9 @@ from chimera.api.protocol import (
 )
 from chimera.api.session_routes import router as session_router
 from chimera.api.task_routes import router as task_router
+from chimera.api.trace_routes import router as trace_router
+from chimera.api.ui_routes import UI_PATHS
+from chimera.api.ui_routes import router as ui_router
 from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, served_models
 from chimera.config import ServerConfig
 from chimera.errors import ChimeraError
@@ -33,11 +38,12 @@ if TYPE_CHECKING:
     from chimera.service import Service
 
 meta_router = APIRouter()
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})  # answered without an API key
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", *UI_PATHS})  # answered without an API key (the viewer's
+# page and files are static: it asks for the key, and sends it on its own calls to the API)
 ERROR_STATUSES = {  # what any route may answer besides its success (`chimera.api.errors.to_api_error`)
     "400": "Invalid request (the message and `param` say what).",
     "401": "Missing or invalid API key.",
-    "404": "Unknown model, route or session (another key's session is unknown too).",
+    "404": "Unknown model, route, session or trace (another key's session, another tenant's trace are unknown too).",
     "405": "Method not allowed.",
     "408": "The request body stopped arriving.",
     "403": "The key's role may not do this (ingestion and evaluation tasks need an admin key).",
@@ -90,19 +96,26 @@ def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
     app.state.limits = limits
     app.state.health = service.health
     app.state.tasks = service.tasks
+    app.state.spans = service.spans
+    app.state.metrics = service.metrics
+    app.state.engine_reports = service.engine_reports
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(session_router)
     app.include_router(task_router)
+    app.include_router(trace_router)
     app.include_router(meta_router)
+    app.include_router(metrics_router)
+    app.include_router(ui_router)
 
     authenticator = service.authenticator
     app.state.limiter = service.limiter
 
     @app.middleware("http")
     async def _authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """Every route but /healthz and /openapi.json acts as the principal of the request's API key (401 without
-        a valid one)."""
+        """Every route but the public ones acts as the principal of the request's API key (401 without a valid
+        one); the arrival time is kept for the request metrics."""
+        request.state.started = time.perf_counter()
         if request.url.path not in PUBLIC_PATHS:
             try:
                 request.state.principal = await authenticator.authenticate(request.headers.get("authorization"))

@@ -31,6 +31,7 @@ from chimera.cluster.tracing import trace_id_hex
 from chimera.config import ServerConfig
 from chimera.identity.limits import Limiter
 from chimera.identity.principal import Principal
+from chimera.metrics import Metrics
 
 router = APIRouter()
 _tracer = trace.get_tracer("chimera.api")
@@ -43,15 +44,17 @@ async def chat_completions(request: Request) -> Response:
     limits: ServerConfig = request.app.state.limits
     principal: Principal = request.state.principal
     span = _tracer.start_span("POST /v1/chat/completions", kind=trace.SpanKind.SERVER)
-    span.set_attribute("chimera.principal", principal.id)
+    span.set_attributes({"chimera.principal": principal.id, "chimera.tenant": principal.tenant})
     parent = trace.set_span_in_context(span)
+    model = "unknown"  # until the body is read
     try:
         wire = parse_chat_request(await read_body(request, limits), limits)
+        model = wire.model
         span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
         chat_request = to_chat_request(wire, limits, principal, request.headers.get("x-session-id"))
         chat = await metered(request.app.state.limiter, principal, lambda: service.start(chat_request, parent=parent))
     except Exception as e:
-        raise failed(span, e) from e
+        raise counted(request, model, failed(span, e)) from e
     return await respond(request, chat, wire.model, span, stream=wire.stream,
                          include_usage=bool(wire.stream_options and wire.stream_options.include_usage))  # fmt: skip
 
@@ -79,6 +82,12 @@ async def metered(limiter: Limiter, principal: Principal, start: Callable[[], Aw
     return dataclasses.replace(chat, _deltas=deltas())
 
 
+def counted(request: Request, model: str, error: APIError) -> APIError:
+    """`error`, counted as the outcome of a chat request for `model` that failed before its answer began."""
+    request.app.state.metrics.request_done(model, error.status, time.perf_counter() - request.state.started)
+    return error
+
+
 def failed(span: trace.Span, e: Exception) -> APIError:
     """The API error for `e`, recorded on the request's span, which ends here (nothing was sent yet)."""
     error = to_api_error(e)
@@ -97,6 +106,7 @@ async def respond(
     abandoned here (which closes the stream to the engine, which aborts the request). Ends `span` when the
     answer has been sent.
     """
+    chat = observed(request.app.state.metrics, chat, time.perf_counter() - request.state.started)
     decision = chat.decision
     headers = {
         "x-chimera-expert": decision.expert,
@@ -109,6 +119,8 @@ async def respond(
     }
     if chat.guardrail:  # refused by an input rail: HTTP 200, finish_reason content_filter, and which rail
         headers["x-chimera-guardrail"] = chat.guardrail
+    # the session on the request's span: the trace list filters by it (GenAI's name, and ours)
+    span.set_attributes({"chimera.session": chat.session_id, "gen_ai.conversation.id": chat.session_id})
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if stream:
         body = _sse(chat, model, include_usage, completion_id, span)
@@ -132,6 +144,40 @@ async def respond(
         chimera=_extension(outcome, chat.session_id),
     )
     return JSONResponse(completion.model_dump(exclude_none=True), headers=headers)
+
+
+def observed(metrics: Metrics, chat: ChatStream, elapsed_s: float) -> ChatStream:
+    """`chat`, its stream counted in `metrics` as it flows: time to the first answer text (not for a refusal),
+    tokens per expert, and the request's outcome and duration (`elapsed_s`: the time it took to start)."""
+    started = time.perf_counter() - elapsed_s
+
+    def elapsed() -> float:
+        return time.perf_counter() - started
+
+    async def deltas() -> AsyncIterator[ChatDelta]:
+        done = False
+        timed = chat.guardrail is not None  # TTFT taken (never for a refusal: its text says nothing of the engines)
+        try:
+            async for delta in chat:
+                if isinstance(delta, str) and delta and not timed:
+                    timed = True
+                    metrics.first_text(chat.model, elapsed())
+                elif isinstance(delta, ChatOutcome):  # counted now: a JSON answer stops reading here
+                    done = True
+                    metrics.used(chat.decision.expert, delta.prompt_tokens, delta.completion_tokens)
+                    refused = chat.guardrail or delta.finish_reason == "content_filter"
+                    metrics.request_done(chat.model, "refused" if refused else "ok", elapsed())
+                yield delta
+        except Exception as e:
+            if not done:
+                done = True
+                metrics.request_done(chat.model, to_api_error(e).status, elapsed())
+            raise
+        finally:
+            if not done:  # closed before its outcome: the client left
+                metrics.request_done(chat.model, "disconnected", elapsed())
+
+    return dataclasses.replace(chat, _deltas=deltas())
 
 
 class ClientDisconnected(Exception):

@@ -14,6 +14,8 @@ from chimera.identity.keys import AuthenticationError, KeyStoreError
 from chimera.identity.limits import LimitError, RateLimitedError
 from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionNotFoundError
 from chimera.models.engine.base import EngineError, EngineUnavailableError, PromptTooLongError
+from chimera.spans.otlp import OtlpDecodeError
+from chimera.spans.store import InvalidSpanError, InvalidTraceQueryError, SpanStoreError, TraceNotFoundError
 from chimera.tasks.model import (
     InvalidCursorError,
     InvalidTaskError,
@@ -71,6 +73,14 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(410, str(e), code="task_expired")
         case TaskConflictError():
             return APIError(409, str(e), code=e.code)
+        case TraceNotFoundError():
+            return APIError(404, str(e), code="trace_not_found")
+        case InvalidTraceQueryError():
+            return APIError(400, str(e), param=e.param, code="invalid_value")
+        case OtlpDecodeError() | InvalidSpanError():
+            return APIError(400, str(e), code="invalid_otlp")
+        case SpanStoreError():
+            return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=1)
         case QueueUnavailableError():
             return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=1)
         case NothingToResumeError():

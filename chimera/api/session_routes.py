@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from opentelemetry import trace
 
-from chimera.api.chat_routes import failed, metered, respond
+from chimera.api.chat_routes import counted, failed, metered, respond
 from chimera.api.protocol import ResumeRequest
 from chimera.api.requests import decode_body, read_body
 from chimera.chat import ChatService
@@ -36,13 +36,13 @@ async def resume(session_id: str, request: Request) -> Response:
     try:
         wire = _parse(await read_body(request, limits))
         span.set_attributes({"chimera.session": session_id, "chimera.approve": wire.approve,
-                             "chimera.principal": principal.id})  # fmt: skip
+                             "chimera.principal": principal.id, "chimera.tenant": principal.tenant})  # fmt: skip
         parent = trace.set_span_in_context(span)
         chat = await metered(
             limiter, principal, lambda: service.resume(session_id, principal, approve=wire.approve, parent=parent)
         )
     except Exception as e:
-        raise failed(span, e) from e
+        raise counted(request, "unknown", failed(span, e)) from e  # the run's model is known once it starts
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
     return await respond(request, chat, chat.model, span, stream=wire.stream, include_usage=include_usage)
 

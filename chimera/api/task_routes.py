@@ -32,7 +32,9 @@ async def submit(request: Request) -> JSONResponse:
     """Queue a task (202), or return the existing one for a repeated idempotency key and payload (200)."""
     principal = request.state.principal
     span = _tracer.start_span(
-        "POST /v1/tasks", kind=trace.SpanKind.SERVER, attributes={"chimera.principal": principal.id}
+        "POST /v1/tasks",
+        kind=trace.SpanKind.SERVER,
+        attributes={"chimera.principal": principal.id, "chimera.tenant": principal.tenant},
     )
     try:
         wire = decode_body(await read_body(request, request.app.state.limits), TaskCreateRequest)
@@ -44,6 +46,9 @@ async def submit(request: Request) -> JSONResponse:
     except Exception as e:
         raise failed(span, e) from e
     span.set_attributes({"chimera.task.id": record.id, "chimera.task.kind": record.kind, "chimera.task.new": new})
+    for attribute, value in (("chimera.session", record.session_id), ("chimera.model", record.model)):
+        if value:  # the trace list filters by them
+            span.set_attribute(attribute, value)
     span.end()
     headers = {"location": f"/v1/tasks/{record.id}", "x-chimera-trace-id": trace_id_hex(span)}
     return JSONResponse(record.as_public(), status_code=202 if new else 200, headers=headers)

@@ -172,7 +172,12 @@ class TaskWorker:
             f"task.{task.kind}",
             context=parent,
             kind=trace.SpanKind.CONSUMER,
-            attributes={"chimera.task.id": task.id, "chimera.task.attempt": claim.attempt, "chimera.worker": self.name},
+            attributes={
+                "chimera.task.id": task.id,
+                "chimera.task.attempt": claim.attempt,
+                "chimera.worker": self.name,
+                "chimera.tenant": task.owner.tenant,
+            },
         ) as span:
             loop = asyncio.get_running_loop()
             cancelled = asyncio.Event()

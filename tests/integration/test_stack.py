@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from chimera.client import Client
-from chimera.traceview import read_spans
 from tests.integration.conftest import TestServer
 
 
@@ -31,7 +30,7 @@ def _trace(server: TestServer, trace_id: str, until: str, timeout_s: float = 15)
     """The spans of one trace, once a span named `until` has been written (workers export on span end)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        spans = [s for s in read_spans(server.trace_file) if s["trace_id"] == trace_id]
+        spans = server.trace_spans(trace_id)
         if any(s["name"] == until for s in spans) or time.monotonic() > deadline:
             return spans
         time.sleep(0.2)
@@ -102,6 +101,18 @@ def test_one_request_is_one_trace_across_api_and_expert_processes(http: httpx.Cl
     assert expert["attributes"]["gen_ai.usage.output_tokens"] == response.json()["usage"]["completion_tokens"]
     assert expert["attributes"]["gen_ai.usage.input_tokens"] == response.json()["usage"]["prompt_tokens"]
 
+    # the trace API lists it by its session, summarized: root, processes, routing, tokens (the engine's usage,
+    # which repeats the expert's, counted once)
+    listed = http.get("/v1/traces", params={"session": response.headers["x-session-id"]}).json()["data"]
+    (summary,) = listed
+    usage = response.json()["usage"]
+    assert summary["trace_id"] == response.headers["x-chimera-trace-id"]
+    assert summary["root_name"] == "POST /v1/chat/completions" and summary["tenant"] == "default"
+    assert summary["model"] == "chimera-chat" and summary["expert"] == response.headers["x-chimera-expert"]
+    assert summary["input_tokens"] == usage["prompt_tokens"] and summary["output_tokens"] == usage["completion_tokens"]
+    assert len(summary["processes"]) >= 2 and summary["span_count"] == len(spans) and summary["error"] is False
+    assert http.get(f"/v1/traces/{summary['trace_id']}").json()["spans"] == server.trace_spans(summary["trace_id"])
+
 
 def test_agent_answers_arithmetic_through_a_real_calculator_call(http: httpx.Client, server: TestServer) -> None:
     response = _chat(http, "chimera", "Calculate 17 * 23.", max_tokens=64)
@@ -165,3 +176,22 @@ def test_team_plans_runs_specialists_and_synthesizes(http: httpx.Client, server:
     assert len(specialists) == len(plan)  # every planned sub-task ran
     graph = next(s for s in spans if s["name"] == "agent.graph")
     assert graph["attributes"]["chimera.agent.graph"] == "team"
+
+
+def test_the_viewer_lists_a_request_with_spans_from_the_api_and_an_engine_replica(
+    http: httpx.Client, server: TestServer
+) -> None:
+    """What /ui shows comes from the trace API: one chat is one listed trace whose spans come from two processes."""
+    response = _chat(http, "chimera-chat", "Name a fruit.", f"viewer-{uuid.uuid4().hex[:8]}")
+    trace_id, session = response.headers["x-chimera-trace-id"], response.headers["x-session-id"]
+    deadline = time.monotonic() + 15
+    while True:  # the replica's span is written when it ends, maybe after the answer is sent
+        listed = http.get("/v1/traces", params={"session": session}).json()["data"]
+        if (listed and len(listed[0]["processes"]) >= 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [t["trace_id"] for t in listed] == [trace_id]
+    assert {p.split()[0] for p in listed[0]["processes"]} == {"api", "ray-worker"}
+    spans = http.get(f"/v1/traces/{trace_id}").json()["spans"]
+    assert len({s["resource"]["process.pid"] for s in spans}) == 2
+    assert http.get("/ui").status_code == 200

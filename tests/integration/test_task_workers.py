@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from chimera.client import Client
-from chimera.traceview import read_spans
 from tests.integration.conftest import TestServer
 
 pytestmark = pytest.mark.integration
@@ -57,7 +56,7 @@ def test_a_killed_worker_actor_is_restarted_and_its_task_finishes_as_attempt_two
 
     deadline = time.monotonic() + 20
     while True:  # spans are written as they end; the second attempt's end is last
-        spans = [s for s in read_spans(server.trace_file) if s["trace_id"] == trace_id]
+        spans = server.trace_spans(trace_id)
         attempts = [s for s in spans if s["name"] == "task.agent"]
         if len(attempts) == 1 or time.monotonic() > deadline:
             break

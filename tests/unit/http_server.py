@@ -38,9 +38,12 @@ async def in_process(
 class _ServerThread(threading.Thread):
     """The app under uvicorn, with its service built in the server's own event loop."""
 
-    def __init__(self, config: ChimeraConfig, engine: LLMEngine, redis_url: str, rails: Rails) -> None:
+    def __init__(
+        self, config: ChimeraConfig, engine: LLMEngine, redis_url: str, rails: Rails, router: Router | None
+    ) -> None:
         super().__init__(daemon=True)
         self.config, self.engine, self.redis_url, self.rails = config, engine, redis_url, rails
+        self.router = router or HeuristicRouter()
         self.server: uvicorn.Server | None = None
         self.ready = threading.Event()
 
@@ -53,7 +56,7 @@ class _ServerThread(threading.Thread):
     async def _serve(self) -> None:
         engines = {name: self.engine for name in self.config.engines}
         service = build_service(self.config, engines, redis_url=self.redis_url, rails=self.rails,
-                                router=HeuristicRouter())  # fmt: skip
+                                router=self.router)  # fmt: skip
         self.server = uvicorn.Server(
             uvicorn.Config(create_app(service, self.config.server), host="127.0.0.1", port=0, log_level="warning")
         )
@@ -65,9 +68,12 @@ class _ServerThread(threading.Thread):
 
 
 @contextmanager
-def served(config: ChimeraConfig, engine: LLMEngine, redis_url: str, rails: Rails) -> Iterator[str]:
-    """The base URL of the service on `engine` (every engine name of `config`), until the block ends."""
-    thread = _ServerThread(config, engine, redis_url, rails)
+def served(
+    config: ChimeraConfig, engine: LLMEngine, redis_url: str, rails: Rails, router: Router | None = None
+) -> Iterator[str]:
+    """The base URL of the service on `engine` (every engine name of `config`; the heuristic router unless given),
+    until the block ends."""
+    thread = _ServerThread(config, engine, redis_url, rails, router)
     thread.start()
     assert thread.ready.wait(120) and thread.server is not None and thread.server.started, "the server did not start"
     port = thread.server.servers[0].sockets[0].getsockname()[1]

@@ -46,7 +46,8 @@ OPERATIONS = [("post", "/v1/chat/completions"), ("post", "/v1/sessions/{session_
               ("get", "/v1/sessions/{session_id}/run"), ("get", "/v1/models"), ("get", "/healthz"),
               ("post", "/v1/tasks"), ("get", "/v1/tasks"), ("get", "/v1/tasks/{task_id}"),
               ("post", "/v1/tasks/{task_id}/cancel"), ("post", "/v1/tasks/{task_id}/resume"),
-              ("delete", "/v1/tasks/{task_id}"), ("get", "/v1/tasks/{task_id}/events")]  # fmt: skip
+              ("delete", "/v1/tasks/{task_id}"), ("get", "/v1/tasks/{task_id}/events"),
+              ("post", "/v1/traces"), ("get", "/v1/traces"), ("get", "/v1/traces/{trace_id}")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)

@@ -1,52 +1,88 @@
-"""The JSONL exporter, traceparent propagation and the trace tree, with a real TracerProvider."""
+"""The span store exporter, traceparent propagation and the trace tree, with a real TracerProvider."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from chimera.cluster.tracing import JsonlSpanExporter, context_from_traceparent, traced_generation, traceparent_of
+from chimera.cluster.tracing import (
+    ENV_SPAN_STORE,
+    ENV_TRACING,
+    context_from_traceparent,
+    resolve_exporter,
+    traced_generation,
+    traceparent_of,
+    worker_env,
+)
+from chimera.config import TracingConfig
 from chimera.models.engine.base import GenerationDelta
-from chimera.traceview import read_spans, render, traces
+from chimera.spans.exporter import StoreSpanExporter
+from chimera.spans.sqlite import SqliteSpanStore
+from chimera.spans.store import TraceQuery
+from chimera.traceview import render
 
 
-def test_spans_cross_a_traceparent_and_render_as_one_tree(tmp_path: Path) -> None:
-    path = tmp_path / "traces.jsonl"
-    provider = TracerProvider(resource=Resource.create({"chimera.process.role": "api", "process.pid": 1}))
-    provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(path)))
-    tracer = provider.get_tracer("test")
+def _provider(path: Path, role: str, pid: int) -> TracerProvider:
+    """A process's provider, writing the store at `path` synchronously (each has a store of its own, as each
+    process does)."""
+    provider = TracerProvider(resource=Resource.create({"chimera.process.role": role, "process.pid": pid}))
+    provider.add_span_processor(SimpleSpanProcessor(StoreSpanExporter(SqliteSpanStore(path))))
+    return provider
 
-    with tracer.start_as_current_span("root") as root:
+
+def test_spans_cross_a_traceparent_into_one_stored_trace_and_render_as_one_tree(tmp_path: Path) -> None:
+    path = tmp_path / "traces.sqlite"
+    tracer = _provider(path, "api", 1).get_tracer("test")
+    with tracer.start_as_current_span("root", attributes={"chimera.tenant": "acme"}) as root:
         header = traceparent_of(root)
         with tracer.start_as_current_span("child"):
             pass
-    # the "remote" side: a fresh provider, parent known only through the header
-    remote = TracerProvider(resource=Resource.create({"chimera.process.role": "ray-worker", "process.pid": 2}))
-    remote.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(path)))
-    remote.get_tracer("test").start_span("remote", context=context_from_traceparent(header)).end()
+        # the "remote" side: a fresh provider, parent known only through the header; it ends before the root
+        remote = _provider(path, "ray-worker", 2)
+        remote.get_tracer("test").start_span("remote", context=context_from_traceparent(header)).end()
+        remote.shutdown()  # closes its store: its span was written when it ended
 
-    spans = read_spans(path)
-    assert len(spans) == 3
+    store = SqliteSpanStore(path)
+    (summary,) = store.traces(TraceQuery()).items
+    assert summary.root_name == "root" and summary.span_count == 3 and summary.tenant == "acme"
+    assert summary.processes == ["api 1", "ray-worker 2"]
+    spans = store.trace(summary.trace_id)
     by_name = {s["name"]: s for s in spans}
     assert by_name["remote"]["parent_id"] == by_name["root"]["span_id"]
-    assert by_name["remote"]["trace_id"] == by_name["root"]["trace_id"]
-    assert len(traces(spans)) == 1
-    lines = list(render(by_name["root"]["trace_id"], spans))
+    assert by_name["remote"]["resource"]["chimera.process.role"] == "ray-worker"
+    lines = list(render(summary.trace_id, spans))
     assert lines[1].startswith("  root") and "[api pid 1]" in lines[1]
     assert {line.strip().split()[0] for line in lines[2:]} == {"child", "remote"}
     assert all(line.startswith("    ") for line in lines[2:])
+    store.close()
 
 
-def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "t.jsonl"
-    path.write_text(
-        '{"trace_id": "a", "span_id": "b", "parent_id": null, "name": "x", "start_ns": 0, "end_ns": 1}\n{"tra'
-    )
-    assert [s["name"] for s in read_spans(path)] == ["x"]
+def test_an_export_the_store_refuses_fails_without_raising(tmp_path: Path) -> None:
+    store = SqliteSpanStore(tmp_path / "traces.sqlite")
+    exporter = StoreSpanExporter(store)
+    span = TracerProvider().get_tracer("test").start_span("y")
+    span.end()
+    store.close()
+    assert exporter.export([span]) == SpanExportResult.FAILURE
+
+
+def test_auto_exports_to_the_store_unless_an_otlp_endpoint_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert resolve_exporter(TracingConfig()) == "store"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert resolve_exporter(TracingConfig()) == "otlp" and resolve_exporter(TracingConfig(exporter="store")) == "store"
+    env = worker_env(TracingConfig(also_store=True, max_spans=1000), store_path=tmp_path / "traces.sqlite")
+    worker = TracingConfig.model_validate_json(env[ENV_TRACING])  # what a Ray worker is set up with
+    assert worker.exporter == "otlp" and worker.also_store and worker.max_spans == 1000
+    assert env[ENV_SPAN_STORE] == str((tmp_path / "traces.sqlite").resolve())
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
 
 
 def test_no_traceparent_starts_a_new_trace() -> None:

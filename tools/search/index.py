@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,14 @@ from chimera.tools.search.table import ChunkTable
 from chimera.tools.search.types import DEFAULT_TENANT, Chunk, RetrievedChunk, SearchFilters
 
 RETRIEVERS = ("bm25", "dense", "graph")
+
+
+@dataclass(frozen=True, slots=True)
+class RankedSearch:
+    """A search's result (`found`, best first) and each retriever's ranking before fusion (best first)."""
+
+    found: list[RetrievedChunk]
+    rankings: dict[str, list[RetrievedChunk]]
 
 
 class HybridIndex:
@@ -120,15 +129,27 @@ class HybridIndex:
         fusion: Fusion | None = None,
     ) -> list[RetrievedChunk]:
         """The `k` best chunks by fusion of `retrievers` (each contributing its top `depth`), reranked if set."""
+        return self.ranked_search(query, k, filters, retrievers=retrievers, fusion=fusion).found
+
+    def ranked_search(
+        self,
+        query: str,
+        k: int = 5,
+        filters: SearchFilters | None = None,
+        *,
+        retrievers: Sequence[str] = RETRIEVERS,
+        fusion: Fusion | None = None,
+    ) -> RankedSearch:
+        """`search`'s chunks, with each retriever's own ranking they were fused from (what a trace explains)."""
         query = clip_query(query)
         if not query:
-            return []
+            return RankedSearch([], {})
         rankings = self.retrieve_each(query, max(self.depth, k), filters, retrievers)
         scale = {name: self.retrievers[name].confidence(query) for name in retrievers}
         fused = (fusion or self.fusion).fuse(rankings, max(k, self.reranker.depth if self.reranker else k), scale)
         if self.reranker is not None:
             fused = self.reranker.rerank(query, fused)
-        return fused[:k]
+        return RankedSearch(fused[:k], rankings)
 
     def similarity(self, query: str, found: Sequence[RetrievedChunk]) -> list[float]:
         """Cosine similarity of the query to each found chunk (the dense retriever's calibrated-ish score)."""
