@@ -1,9 +1,11 @@
 """Markers by folder (tests/unit → unit, tests/integration → integration, tests/gpu → gpu), and what every tier
 shares: assertion rewriting in the contract suites (tests/contracts), and one real redis-server."""
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from chimera.memory.redis_server import EmbeddedRedis
 
@@ -27,3 +29,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = server.start()
     yield url
     server.stop()
+
+
+_databases = itertools.cycle(range(1, 11))  # 11: test_task_sdk's; 12-15: the integration tests' own
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> str:
+    """A Redis database of the one server for this test alone, emptied first: for tests of global keys (the task
+    queue's tenants and streams)."""
+    url = f"{redis_url}?db={next(_databases)}"
+    redis.Redis.from_url(url).flushdb()
+    return url

@@ -2,8 +2,8 @@
 stops it when cancelled, and records how it ended. No Ray here: `cluster/task_workers.py` runs one per actor.
 
 One worker runs up to `concurrency` tasks at once (agent tasks mostly wait on engines). While a task runs, a
-heartbeat renews its lease every third of `lease_s`; the heartbeat also reads the task's cancel flag. A runner
-checks `TaskContext.check_cancelled` between steps (the cooperative stop); one that does not stop within
+heartbeat renews its lease every second (or third of `lease_s`, if shorter) and reads the task's cancel flag. A
+runner checks `TaskContext.check_cancelled` between steps (the cooperative stop); one that does not stop within
 `cancel_grace_s` is cancelled outright. A worker whose lease was taken (it stalled past the lease, and the task was
 reclaimed elsewhere) stops the task and writes nothing: the other attempt owns it.
 """
@@ -244,7 +244,7 @@ class TaskWorker:
 
     async def _keep_lease(self, claim: Claim, drive: "asyncio.Task[Any]", cancelled: asyncio.Event) -> str:
         """Renew the lease until the run ends; flag a requested cancel, hard-stop it after the grace period."""
-        every = max(0.05, self.queue.lease_s / 3)
+        every = max(0.05, min(1.0, self.queue.lease_s / 3))  # also how soon a cancel is seen
         cancel_since: float | None = None
         while not drive.done():
             await asyncio.sleep(every)

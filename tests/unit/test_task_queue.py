@@ -3,7 +3,6 @@ leases that lapse and are reclaimed (the old holder fenced off), retries with ba
 Redis restart that loses nothing."""
 
 import asyncio
-import itertools
 import os
 import signal
 import time
@@ -20,21 +19,11 @@ from chimera.tasks.model import TaskRecord
 from chimera.tasks.queue import TaskQueue, payload_digest
 
 A, B = Principal("key-a", tenant="tenant-a"), Principal("key-b", tenant="tenant-b")
-_databases = itertools.cycle(range(1, 16))
 
 
 @pytest.fixture
-async def db_url(redis_url: str) -> str:
-    url = f"{redis_url}?db={next(_databases)}"
-    client = redis.asyncio.Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return url
-
-
-@pytest.fixture
-async def queue(db_url: str) -> AsyncIterator[TaskQueue]:
-    q = TaskQueue(db_url, lease_s=0.5, max_attempts=2)
+async def queue(redis_db: str) -> AsyncIterator[TaskQueue]:
+    q = TaskQueue(redis_db, lease_s=0.5, max_attempts=2)
     yield q
     await q.close()
 
@@ -46,8 +35,8 @@ async def submit(queue: TaskQueue, owner: Principal, priority: str = "normal") -
     return task_id
 
 
-async def test_one_tenants_many_tasks_do_not_starve_anothers_one(db_url: str) -> None:
-    queue = TaskQueue(db_url, lease_s=30)
+async def test_one_tenants_many_tasks_do_not_starve_anothers_one(redis_db: str) -> None:
+    queue = TaskQueue(redis_db, lease_s=30)
     many = [await submit(queue, A) for _ in range(200)]
     single = await submit(queue, B)
     claims = [await queue.claim("w1") for _ in range(3)]
@@ -58,8 +47,8 @@ async def test_one_tenants_many_tasks_do_not_starve_anothers_one(db_url: str) ->
     await queue.close()
 
 
-async def test_a_tenant_at_its_cap_waits_while_others_run(db_url: str) -> None:
-    queue = TaskQueue(db_url, lease_s=30, max_running_per_tenant=2)
+async def test_a_tenant_at_its_cap_waits_while_others_run(redis_db: str) -> None:
+    queue = TaskQueue(redis_db, lease_s=30, max_running_per_tenant=2)
     first, second, third = [await submit(queue, A) for _ in range(3)]
     other = await submit(queue, B)
     held = [await queue.claim("w") for _ in range(3)]

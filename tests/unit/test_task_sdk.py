@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 import yaml
 
 from chimera.cli import main
@@ -64,8 +65,16 @@ def config(config_path: Path) -> ChimeraConfig:
 
 
 @pytest.fixture(scope="module")
-def url(config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails) -> Iterator[str]:
-    with served(config, ScriptedEngine([]), redis_url, nemo_rails) as base:  # the API runs no task itself
+def sdk_redis(redis_url: str) -> str:
+    """A Redis database of this module's own: no other test's queued tasks reach its workers."""
+    url = f"{redis_url}?db=11"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="module")
+def url(config: ChimeraConfig, sdk_redis: str, nemo_rails: NemoRails) -> Iterator[str]:
+    with served(config, ScriptedEngine([]), sdk_redis, nemo_rails) as base:  # the API runs no task itself
         yield base
 
 
@@ -76,17 +85,17 @@ def user(url: str) -> Iterator[Client]:
 
 
 @pytest.fixture
-def engine(config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails) -> Iterator[ScriptedEngine]:
+def engine(config: ChimeraConfig, sdk_redis: str, nemo_rails: NemoRails) -> Iterator[ScriptedEngine]:
     """The scripted engine of a running task worker (add replies before submitting)."""
     engine = ScriptedEngine([])
     ready, stop, failures = threading.Event(), threading.Event(), []
 
     async def work() -> None:
-        service = build_service(config, {name: engine for name in config.engines}, redis_url=redis_url,
+        service = build_service(config, {name: engine for name in config.engines}, redis_url=sdk_redis,
                                 rails=nemo_rails, router=HeuristicRouter())  # fmt: skip
         await service.astart()
         try:
-            async with task_workers(config, service, redis_url):
+            async with task_workers(config, service, sdk_redis):
                 ready.set()
                 await asyncio.to_thread(stop.wait)
         finally:

@@ -2,7 +2,6 @@
 in this process (the Ray workers' kill tests are in tests/integration/test_task_workers.py)."""
 
 import asyncio
-import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio
 import yaml
 
 from chimera.config import ChimeraConfig, load_config
@@ -25,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN, ALICE, BOB = "admin-key-0123456789", "alice-key-0123456789", "bob-key-01234567890"
 CALL = json.dumps({"tool": "calculator", "arguments": {"expression": "17 * 23"}})
 NONE = json.dumps({"tool": "none"})
-_databases = itertools.cycle(range(1, 16))
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +34,11 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> ChimeraConfig:
         {"key": ALICE, "id": "alice", "tenant": "acme"},
         {"key": BOB, "id": "bob", "tenant": "globex"},
     ]}  # fmt: skip
-    raw["tasks"] = {"lease_s": 2.0, "retry_backoff_s": 0.1, "worker_concurrency": 2, "cancel_grace_s": 1.0,
+    raw["tasks"] = {"lease_s": 10.0, "retry_backoff_s": 0.1, "worker_concurrency": 2, "cancel_grace_s": 1.0,
                     "max_input_bytes": 4096}  # fmt: skip
     path = Path(raw["data_dir"]) / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_config(path)
-
-
-@pytest.fixture
-async def db_url(redis_url: str) -> str:
-    """A Redis database of its own (the queue's tenants and streams are global keys): emptied first."""
-    url = f"{redis_url}?db={next(_databases)}"
-    client = redis.asyncio.Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return url
 
 
 class Stack:
@@ -84,14 +71,14 @@ def _auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def stack(config: ChimeraConfig, db_url: str, nemo_rails: NemoRails) -> AsyncIterator[Stack]:
+async def stack(config: ChimeraConfig, redis_db: str, nemo_rails: NemoRails) -> AsyncIterator[Stack]:
     engine = ScriptedEngine([])
-    async with in_process(config, engine, db_url, nemo_rails, router=HeuristicRouter()) as (service, http):
+    async with in_process(config, engine, redis_db, nemo_rails, router=HeuristicRouter()) as (service, http):
         yield Stack(service, engine, http)
 
 
 async def test_an_agent_task_runs_on_a_worker_and_its_events_replay_from_the_start(
-    stack: Stack, config: ChimeraConfig, db_url: str
+    stack: Stack, config: ChimeraConfig, redis_db: str
 ) -> None:
     stack.engine.replies += [CALL, NONE, "The product is 391."]
     submitted = await stack.submit(ALICE, {"kind": "agent", "input": {"prompt": "What is 17 * 23?"},
@@ -100,7 +87,7 @@ async def test_an_agent_task_runs_on_a_worker_and_its_events_replay_from_the_sta
     task = submitted.json()
     assert task["status"] == "queued" and task["model"] == "chimera" and task["session_id"] == f"task-{task['id']}"
     assert submitted.headers["location"] == f"/v1/tasks/{task['id']}"
-    async with task_workers(config, stack.service, db_url):
+    async with task_workers(config, stack.service, redis_db):
         done = await stack.until(ALICE, task["id"], "succeeded", "failed")
     assert done["status"] == "succeeded", done
     assert done["result"]["text"].startswith("The product is 391.") and done["attempt"] == 1
@@ -117,11 +104,11 @@ async def test_an_agent_task_runs_on_a_worker_and_its_events_replay_from_the_sta
 
 
 async def test_an_event_stream_cut_after_k_events_resumes_with_no_gap_and_no_duplicate(
-    stack: Stack, config: ChimeraConfig, db_url: str
+    stack: Stack, config: ChimeraConfig, redis_db: str
 ) -> None:
     stack.engine.replies += ["one two three four five six seven eight"]
     task = (await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": "Count"}})).json()
-    async with task_workers(config, stack.service, db_url):
+    async with task_workers(config, stack.service, redis_db):
         await stack.until(ALICE, task["id"], "succeeded")
     everything = await stack.events(ALICE, task["id"])
     for k in (1, 3, len(everything) - 1):
@@ -134,7 +121,7 @@ async def test_an_event_stream_cut_after_k_events_resumes_with_no_gap_and_no_dup
 
 
 async def test_the_same_idempotency_key_returns_the_task_and_runs_it_once(
-    stack: Stack, config: ChimeraConfig, db_url: str
+    stack: Stack, config: ChimeraConfig, redis_db: str
 ) -> None:
     body = {"kind": "agent", "model": "chimera-chat", "input": {"prompt": "Hi"}, "idempotency_key": "order-42"}
     first, again = await stack.submit(ALICE, body), await stack.submit(ALICE, body)
@@ -145,21 +132,21 @@ async def test_the_same_idempotency_key_returns_the_task_and_runs_it_once(
     bobs = await stack.submit(BOB, body)  # keys are per principal
     assert bobs.status_code == 202 and bobs.json()["id"] != first.json()["id"]
     stack.engine.replies += ["Hello.", "Hello, Bob."]
-    async with task_workers(config, stack.service, db_url):
+    async with task_workers(config, stack.service, redis_db):
         await stack.until(ALICE, first.json()["id"], "succeeded")
         await stack.until(BOB, bobs.json()["id"], "succeeded")
     assert len(stack.engine.requests) == 2
 
 
 async def test_a_hundred_tasks_over_three_workers_each_end_exactly_once(
-    stack: Stack, config: ChimeraConfig, db_url: str
+    stack: Stack, config: ChimeraConfig, redis_db: str
 ) -> None:
     stack.engine.replies += [f"Answer {i}." for i in range(100)]
     ids = []
     for i in range(100):
         response = await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": f"Q{i}"}})
         ids.append(response.json()["id"])
-    async with task_workers(config, stack.service, db_url, count=3) as workers:
+    async with task_workers(config, stack.service, redis_db, count=3) as workers:
         for task_id in ids:
             await stack.until(ALICE, task_id, "succeeded", "failed", timeout_s=60)
     for task_id in ids:
@@ -171,7 +158,7 @@ async def test_a_hundred_tasks_over_three_workers_each_end_exactly_once(
     assert len(stack.engine.requests) == 100
 
 
-async def test_bad_submissions_get_clear_errors_and_nothing_is_queued(stack: Stack, db_url: str) -> None:
+async def test_bad_submissions_get_clear_errors_and_nothing_is_queued(stack: Stack, redis_db: str) -> None:
     cases = [
         ({"kind": "teleport", "input": {}}, 400, "invalid_kind"),
         ({"kind": "agent", "input": {"prompt": "x" * 5000}}, 413, "input_too_large"),
@@ -220,7 +207,7 @@ async def test_unknown_and_foreign_tasks_are_404_and_states_refuse_what_they_can
     assert foreign.status_code == 404 and foreign.json()["error"]["code"] == "session_not_found"
 
 
-async def test_cancel_in_every_state(stack: Stack, config: ChimeraConfig, db_url: str) -> None:
+async def test_cancel_in_every_state(stack: Stack, config: ChimeraConfig, redis_db: str) -> None:
     queued = (await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": "A"}})).json()
     cancelled = await stack.http.post(f"/v1/tasks/{queued['id']}/cancel", headers=_auth(ALICE))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"  # at once, no worker
@@ -231,7 +218,7 @@ async def test_cancel_in_every_state(stack: Stack, config: ChimeraConfig, db_url
     stack.engine.word_delay_s = 0.05
     stack.engine.replies += [" ".join(["word"] * 400), CALL]
     running = (await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": "B"}})).json()
-    async with task_workers(config, stack.service, db_url):
+    async with task_workers(config, stack.service, redis_db):
         await stack.until(ALICE, running["id"], "running")
         await asyncio.sleep(0.3)
         await stack.http.post(f"/v1/tasks/{running['id']}/cancel", headers=_auth(ALICE))
@@ -255,11 +242,11 @@ async def test_cancel_in_every_state(stack: Stack, config: ChimeraConfig, db_url
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "task_expired"
 
 
-async def test_a_paused_agent_task_resumes_when_approved(stack: Stack, config: ChimeraConfig, db_url: str) -> None:
+async def test_a_paused_agent_task_resumes_when_approved(stack: Stack, config: ChimeraConfig, redis_db: str) -> None:
     stack.engine.replies += [CALL, NONE, "It is 391."]
     task = await stack.submit(ALICE, {"kind": "agent", "input": {"prompt": "17 * 23?", "interrupt_before": ["act"]}})
     task_id = task.json()["id"]
-    async with task_workers(config, stack.service, db_url):
+    async with task_workers(config, stack.service, redis_db):
         paused = await stack.until(ALICE, task_id, "paused")
         assert paused["pending"] == [{"type": "tool_call", "tool": "calculator",
                                       "arguments": {"expression": "17 * 23"}}] or paused["pending"]  # fmt: skip
@@ -273,14 +260,14 @@ async def test_a_paused_agent_task_resumes_when_approved(stack: Stack, config: C
 
 
 async def test_a_finished_tasks_result_expires_and_then_reads_as_expired(
-    config: ChimeraConfig, db_url: str, nemo_rails: NemoRails
+    config: ChimeraConfig, redis_db: str, nemo_rails: NemoRails
 ) -> None:
     short = config.model_copy(update={"tasks": config.tasks.model_copy(update={"result_ttl_s": 1})})
     engine = ScriptedEngine(["Hi."])
-    async with in_process(short, engine, db_url, nemo_rails, router=HeuristicRouter()) as (service, http):
+    async with in_process(short, engine, redis_db, nemo_rails, router=HeuristicRouter()) as (service, http):
         stack = Stack(service, engine, http)
         task = await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": "Hi"}})
-        async with task_workers(short, service, db_url):
+        async with task_workers(short, service, redis_db):
             await stack.until(ALICE, task.json()["id"], "succeeded")
         await asyncio.sleep(1.5)
         expired = await stack.task(ALICE, task.json()["id"])
@@ -305,7 +292,7 @@ async def test_a_task_lists_only_for_its_owner_newest_first_in_pages(stack: Stac
 
 
 async def test_healthz_counts_waiting_and_running_tasks_and_live_workers(
-    stack: Stack, config: ChimeraConfig, db_url: str
+    stack: Stack, config: ChimeraConfig, redis_db: str
 ) -> None:
     for i in range(3):
         await stack.submit(ALICE, {"kind": "agent", "model": "chimera-chat", "input": {"prompt": f"{i}"}})
@@ -313,7 +300,7 @@ async def test_healthz_counts_waiting_and_running_tasks_and_live_workers(
     assert idle == {"waiting": 3, "running": 0, "workers": 0}
     stack.engine.word_delay_s = 0.05
     stack.engine.replies += [" ".join(["word"] * 100)] * 3
-    async with task_workers(config, stack.service, db_url, count=2):
+    async with task_workers(config, stack.service, redis_db, count=2):
         deadline = time.monotonic() + 10
         while (busy := (await stack.http.get("/healthz")).json()["tasks"])["running"] == 0:
             assert time.monotonic() < deadline
