@@ -27,11 +27,13 @@ def _chat(http: httpx.Client, model: str, text: str, session: str | None = None,
 
 
 def _trace(server: TestServer, trace_id: str, until: str, timeout_s: float = 15) -> list[dict[str, Any]]:
-    """The spans of one trace, once a span named `until` has been written (workers export on span end)."""
+    """The spans of one trace, once a span named `until` and the root have been written (workers write each span
+    as it ends; the API process in batches every 100 ms, and its root span ends last)."""
     deadline = time.monotonic() + timeout_s
     while True:
         spans = server.trace_spans(trace_id)
-        if any(s["name"] == until for s in spans) or time.monotonic() > deadline:
+        written = any(s["name"] == until for s in spans) and any(s["parent_id"] is None for s in spans)
+        if written or time.monotonic() > deadline:
             return spans
         time.sleep(0.2)
 
