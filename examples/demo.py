@@ -64,7 +64,14 @@ def main() -> int:
         if spans:
             print("Trace of the calculator question:")
             print("\n".join(render(calculator_trace, spans)))
+        print("\nA long task through the SDK (POST /v1/tasks; a task worker actor runs it):", flush=True)
+        task = client.tasks.submit("agent", {"prompt": "What is 12 * 34?", "max_tokens": 96})
+        seen = [event.type for event in task.events() if event.type != "delta"]
+        print(f"  task {task.id}: {' -> '.join(seen)}")
+        print(f"  result: {task.result(timeout=600)['text'].strip()}", flush=True)
         print("\nShutting down.", flush=True)
+    print(f"Traces are kept in {span_store_path(config.data_dir.resolve())}: `make serve`, then open")
+    print(f"http://{config.server.host}:{config.server.port}/ui to browse them, or run `chimera traces`.")
     return 0
 
 
