@@ -29,7 +29,9 @@ end
 
 local function enqueue(id, tenant, priority)
   local stream = 'chimera:tasks:q:' .. tenant .. ':' .. priority
-  redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
+  if redis.call('EXISTS', stream) == 0 then  -- the stream and its group are made together, once
+    redis.call('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
+  end
   redis.call('XADD', stream, '*', 'task', id, 'tenant', tenant)
   redis.call('SADD', 'chimera:tasks:streams', stream)
   redis.call('ZADD', 'chimera:tasks:ready', 'NX', redis.call('HGET', 'chimera:tasks:served', tenant) or 0, tenant)
@@ -114,12 +116,14 @@ for _, tenant in ipairs(redis.call('ZRANGE', 'chimera:tasks:ready', 0, -1)) do
         redis.call('ZADD', 'chimera:tasks:ready', seq, tenant)
         redis.call('HSET', 'chimera:tasks:served', tenant, seq)
         redis.call('HINCRBY', 'chimera:tasks:running', tenant, 1)
+        redis.call('LPOP', 'chimera:tasks:bell')  -- this entry's wake-up token is spent
         return {stream, entry[1], entry[2][2], 1, tenant}
       end
     end
     redis.call('ZREM', 'chimera:tasks:ready', tenant)
   end
 end
+redis.call('DEL', 'chimera:tasks:bell')  -- nothing to claim: tokens left from a burst would only wake idle workers
 return false
 """
 )
@@ -137,8 +141,8 @@ return 0
 )
 
 # KEYS: stream. ARGV: consumer, entry, task id, attempt, now, tenant, event data JSON. Marks the task running (the
-# first start, or a retry) unless it is no longer runnable (cancelled while queued, expired): then the entry is
-# released and 0 returned.
+# first start, or a retry) and returns its hash, unless it is no longer runnable (cancelled while queued, expired):
+# then the entry is released and 0 returned (-1: the lease was lost).
 START = (
     _FINISH
     + """
@@ -155,7 +159,7 @@ if not first then redis.call('HSET', rec, 'started_at', ARGV[5]) end
 local kind = (tonumber(ARGV[4]) > 1) and 'retry' or 'started'
 if redis.call('HGET', rec, 'resume_approve') then kind = 'resumed' end
 redis.call('XADD', 'chimera:task-events:' .. ARGV[3], '*', 'type', kind, 'attempt', ARGV[4], 'data', ARGV[7])
-return 1
+return redis.call('HGETALL', rec)
 """
 )
 

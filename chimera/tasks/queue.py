@@ -317,10 +317,9 @@ class TaskQueue:
                 json.dumps(worker),
             ],
         )
-        if started != 1:
+        if not isinstance(started, list):  # 0: not runnable, -1: lease lost
             return None
-        raw = await self.redis.hgetall(self._record(claim.task_id))
-        return TaskRecord.from_hash(raw) if raw else None
+        return TaskRecord.from_hash(dict(zip(started[::2], started[1::2], strict=True)))
 
     async def heartbeat(self, claim: Claim) -> Literal["held", "cancel", "lost"]:
         """Renew the lease; whether a cancel was asked for, or the lease was lost (the task runs elsewhere now)."""
