@@ -348,9 +348,13 @@ def test_the_task_view_shows_the_record_its_events_and_its_traces(page: Page, ma
     submitted = made.http.post("/v1/tasks", json={"kind": "agent", "model": "chimera-chat", "input": {"prompt": "Hi"}})
     assert submitted.status_code == 202, submitted.text
     task = submitted.json()["id"]
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.force_flush()  # the API process writes its spans in batches
     page.goto(f"{made.base}/ui#/task/{task}")
     page.wait_for_selector('#task-events li[data-type="queued"]')  # no worker runs here: it waits
     assert page.inner_text("#task-status") == "queued"
+    page.wait_for_selector("#task-traces tr.trace-row")
     assert page.locator("#task-traces tr.trace-row").count() == 1  # the submission's trace
     assert made.http.post(f"/v1/tasks/{task}/cancel").status_code == 200
     page.wait_for_selector('#task-events li[data-type="cancelled"]')  # the terminal event ends the stream
