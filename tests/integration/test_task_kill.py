@@ -2,7 +2,8 @@
 process reclaims the task, continues the run from its last checkpoint (the decision that chose the call is not
 asked again), and the task ends once, as attempt 2. Real Redis, real checkpointer and graph; scripted replies.
 
-Run as a module, this file is the worker: `python -m tests.integration.test_task_kill URL NAME MARKER REPLIES OUT`.
+Run as a module, this file is the worker: `python -m tests.integration.test_task_kill URL NAME MARKER REPLIES OUT
+[GATE]`; with GATE, the worker writes GATE.NAME once it has started and claims nothing until GATE exists.
 """
 
 import asyncio
@@ -126,6 +127,11 @@ def test_a_killed_worker_task_is_reclaimed_and_finishes_from_its_checkpoint(redi
 
 if __name__ == "__main__":
     url, name, marker_path, replies, out = sys.argv[1:6]
+    if len(sys.argv) > 6:
+        gate = Path(sys.argv[6])
+        gate.with_name(f"{gate.name}.{name}").touch()
+        while not gate.exists():
+            time.sleep(0.02)
     did = asyncio.run(_worker(url, name, Path(marker_path) if marker_path else None, json.loads(replies)))
     Path(out).write_text(json.dumps(did))
 
@@ -144,11 +150,19 @@ def test_a_hundred_tasks_over_three_worker_processes_each_end_exactly_once(redis
         return ids
 
     ids = asyncio.run(submit_all())
-    workers = []
+    gate, workers = tmp_path / "go", []
     for n in range(3):
         command = [sys.executable, "-m", "tests.integration.test_task_kill", url, f"proc-{n}", "",
-                   json.dumps(["Answer."] * 100), str(tmp_path / f"proc-{n}.json")]  # fmt: skip
+                   json.dumps(["Answer."] * 100), str(tmp_path / f"proc-{n}.json"), str(gate)]  # fmt: skip
         workers.append(subprocess.Popen(command, cwd=ROOT, stderr=(tmp_path / f"proc-{n}.log").open("wb")))
+    # the three start claiming together: a process still importing when the others begin would find nothing left
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"go.proc-{n}").exists() for n in range(3)):
+        logs = [(tmp_path / f"proc-{n}.log").read_text() for n in range(3)]
+        assert all(proc.poll() is None for proc in workers), logs
+        assert time.monotonic() < deadline, "the worker processes never came up"
+        time.sleep(0.05)
+    gate.touch()
     for n, proc in enumerate(workers):
         assert proc.wait(timeout=180) == 0, (tmp_path / f"proc-{n}.log").read_text()
 
