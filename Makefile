@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/local.yaml
 
-.PHONY: install models browser demo serve test test-unit lint format bench clean
+.PHONY: install models browser demo serve test test-cluster test-unit lint format bench clean
 
 install: $(STAMP)
 
@@ -39,7 +39,12 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: models browser
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/cluster
+
+# A real multi-node Ray cluster on this host (several raylets): placement, two API processes, autoscaling,
+# node loss. Minutes on 2 cores, so it is its own target; CI runs it after `make test`.
+test-cluster: models
+	$(BIN)/pytest tests/cluster
 
 test-unit: install
 	$(BIN)/pytest tests/unit

@@ -113,6 +113,17 @@ class RayConfig(_Frozen):
     )
     num_cpus: int | None = Field(None, gt=0, description="CPUs a locally started Ray may use (all when unset).")
     namespace: str = Field("chimera", description="Ray namespace of Chimera's actors.")
+    deploy_engines: bool | None = Field(
+        None,
+        description="Whether `chimera serve` deploys the engines and deletes them when it stops. Unset: yes on a "
+        "Ray it starts itself, no on a cluster (`address` set), where `chimera deploy` or KubeRay deploys them "
+        "once and every API process attaches.",
+    )
+
+    @property
+    def owns_engines(self) -> bool:
+        """`chimera serve` deploys (and later deletes) the engines itself."""
+        return self.deploy_engines if self.deploy_engines is not None else self.address is None
 
 
 class RouterConfig(_Frozen):

@@ -8,7 +8,7 @@ then the service.
 import logging
 from dataclasses import dataclass
 
-from chimera.cluster.engines import start_engines, stop_engines
+from chimera.cluster.engines import attach_engines, start_engines, stop_engines
 from chimera.cluster.ray_runtime import connect_ray, disconnect_ray
 from chimera.cluster.task_workers import TaskWorkerPool
 from chimera.cluster.tracing import setup_tracing
@@ -45,18 +45,18 @@ class Runtime:
         router = build_router(cfg.router)
         rails = build_rails(cfg.guardrails, data_dir)
         self._ray_connected = connect_ray(cfg)
-        engines = start_engines(cfg)
+        engines = start_engines(cfg) if cfg.ray.owns_engines else attach_engines(cfg)
         self.service = build_service(cfg, engines, redis_url=redis_url, rails=rails, router=router)
         self.workers = TaskWorkerPool(cfg, redis_url)  # task workers: actors of their own, on the same engines
         self.workers.start()
         return self.service
 
     def stop(self) -> None:
-        """Stop the task workers and delete the engines' Serve applications, leave Ray (stopping it if we started it),
-        then stop Redis."""
+        """Stop the task workers and delete the engines' Serve applications if this process deployed them, leave
+        Ray (stopping it if we started it), then stop Redis."""
         if self.workers is not None:
             self.workers.stop()
-        if self.service is not None:
+        if self.service is not None and self.config.ray.owns_engines:
             stop_engines(list(self.service.engines))
         if self._ray_connected:
             disconnect_ray()

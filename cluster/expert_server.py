@@ -120,6 +120,10 @@ class ExpertServer:
             async for delta in deltas:
                 yield delta
 
+    def reconfigure(self, user_config: dict[str, str]) -> None:
+        """Serve hands over the deployment's `user_config`: the spec digest it was deployed with (nothing to do)."""
+        self.spec_version = user_config.get("spec_version")
+
     async def health(self) -> EngineHealth:
         return await self._engine.health()
 

@@ -9,13 +9,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from chimera.cluster.tracing import worker_env
+from chimera.cluster.tracing import WORKER_SETUP_HOOK, worker_env
 from chimera.config import ChimeraConfig
 from chimera.spans.factory import span_store_path
 
 log = logging.getLogger(__name__)
-
-WORKER_SETUP_HOOK = "chimera.cluster.tracing.setup_worker_tracing"
 
 
 def connect_ray(config: ChimeraConfig, *, address: str | None = None) -> bool:

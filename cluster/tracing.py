@@ -87,6 +87,9 @@ def setup_tracing(tracing: TracingConfig, *, store_path: Path, role: str) -> Non
         trace.set_tracer_provider(provider)
 
 
+WORKER_SETUP_HOOK = "chimera.cluster.tracing.setup_worker_tracing"  # Ray's worker_process_setup_hook
+
+
 def worker_env(tracing: TracingConfig, *, store_path: Path) -> dict[str, str]:
     """Environment that lets `setup_worker_tracing` configure a Ray worker like the driver."""
     resolved = tracing.model_copy(update={"exporter": resolve_exporter(tracing)})

@@ -24,6 +24,26 @@ class SamplingDefaults(_Frozen):
     max_tokens: int = Field(256, gt=0, le=32768, description="Default cap on generated tokens.")
 
 
+class EngineAutoscaling(_Frozen):
+    """Ray Serve autoscaling of one engine's replicas, by the requests each replica holds."""
+
+    min_replicas: int = Field(1, ge=1, description="Replicas kept running however idle (engines load for minutes).")
+    max_replicas: int = Field(description="Most replicas under load.")
+    target_ongoing_requests: float = Field(
+        32.0, gt=0, description="Requests per replica Serve aims for: above it adds replicas, below it removes them."
+    )
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load above target this long before a replica is added.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load below target this long before one is removed.")
+    metrics_interval_s: float = Field(10.0, gt=0, description="How often replicas report their load to Serve.")
+    look_back_period_s: float = Field(30.0, gt=0, description="The window Serve averages those reports over.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "EngineAutoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.min_replicas must not exceed autoscaling.max_replicas")
+        return self
+
+
 class EngineSpec(_Frozen):
     """One served model: its weights, engine arguments and the Ray resources of each replica."""
 
@@ -51,14 +71,39 @@ class EngineSpec(_Frozen):
         default_factory=dict, description="Further vLLM `AsyncEngineArgs` fields, passed through unchanged."
     )
     num_replicas: int = Field(1, ge=1, description="Ray Serve replicas (Ray actors), each a full engine.")
+    autoscaling: EngineAutoscaling | None = Field(
+        None, description="Scale replicas with load between min and max instead of a fixed `num_replicas`."
+    )
     num_cpus: float = Field(1.0, ge=0.0, description="CPUs reserved per replica actor.")
     gpus_per_worker: float = Field(0.0, ge=0.0, description="GPUs per tensor-parallel worker; 0 on CPU.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description='Custom Ray resources per replica, to place it on one node type: e.g. {"accelerator_H100": 1} '
+        "with the nodes started as `ray start --resources '{\"accelerator_H100\": 8}'`.",
+    )
+    label_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Ray node labels a replica's node must carry (`ray start --labels`), e.g. "
+        '{"ray.io/accelerator-type": "H100"}.',
+    )
+    max_replicas_per_node: int | None = Field(None, gt=0, description="Spread replicas: at most this many a node.")
     max_ongoing_requests: int = Field(64, gt=0, description="Requests one replica accepts before Serve queues.")
+
+    @model_validator(mode="after")
+    def _one_replica_rule(self) -> "EngineSpec":
+        if self.autoscaling is not None and self.num_replicas != 1:
+            raise ValueError("set num_replicas or autoscaling, not both")
+        return self
 
     @property
     def num_gpus(self) -> float:
         """GPUs one replica needs in all."""
         return self.gpus_per_worker * self.tensor_parallel_size
+
+    @property
+    def most_replicas(self) -> int:
+        """Replicas the engine may run at most: fixed, or the autoscaling maximum."""
+        return self.num_replicas if self.autoscaling is None else self.autoscaling.max_replicas
 
 
 class ExpertSpec(_Frozen):

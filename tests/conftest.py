@@ -1,13 +1,16 @@
-"""Markers by folder (tests/unit → unit, tests/integration → integration, tests/gpu → gpu), and what every tier
-shares: assertion rewriting in the contract suites (tests/contracts), and one real redis-server."""
+"""Markers by folder (tests/unit → unit, tests/integration → integration, tests/cluster → cluster, tests/gpu → gpu),
+and what every tier shares: assertion rewriting in the contract suites (tests/contracts), one real redis-server,
+and the packaged SmolLM2 model."""
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from chimera.memory.redis_server import EmbeddedRedis
+from chimera.models import provision
 
 # The contract suites are plain modules imported by test files: without this, their failed asserts say only
 # "AssertionError" instead of showing the values compared.
@@ -16,9 +19,15 @@ pytest.register_assert_rewrite("tests.contracts")
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        for marker in ("unit", "integration", "gpu"):
+        for marker in ("unit", "integration", "cluster", "gpu"):
             if f"tests/{marker}/" in str(item.path).replace("\\", "/"):
                 item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The SmolLM2 HF folder, converted once from the packaged GGUF (idempotent)."""
+    return provision.prepare("smollm2-135m-instruct", Path(__file__).parents[1] / ".chimera")
 
 
 @pytest.fixture(scope="session")

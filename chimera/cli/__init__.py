@@ -1,5 +1,5 @@
-"""`chimera` command line: serve, chat, models, route, router, guard, ingest, search, eval, memory, keys, task,
-traces.
+"""`chimera` command line: serve, chat, models, deploy, cluster, route, router, guard, ingest, search, eval, memory,
+keys, task, traces.
 
 One module per command family. Each has `add_commands(sub)`, which registers its commands on the top-level
 subparsers and sets `func(config, args) -> exit status` on each; `main` loads the config and calls it.
@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from chimera.cli import evaluate, keys, memory, search, serve, tasks, traces, train
+from chimera.cli import cluster, evaluate, keys, memory, search, serve, tasks, traces, train
 from chimera.config import load_config
 from chimera.errors import ChimeraError
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     # registration order is the order `chimera --help` lists the commands in
     serve.add_commands(sub)
+    cluster.add_commands(sub)
     train.add_commands(sub)
     search.add_commands(sub)
     evaluate.add_commands(sub)

@@ -255,9 +255,13 @@ class TaskQueue:
     async def stats(self, *, seen_within_s: float = 15.0) -> dict[str, int]:
         """For /healthz: tasks waiting, tasks running, and workers that announced themselves lately."""
         running = sum(int(r) for r in await self.redis.hvals(self._key("tasks:running")))
-        seen = await self.redis.hvals(self._key("tasks:workers"))
-        alive = sum(1 for raw in seen if time.time() - json.loads(raw)["seen"] <= seen_within_s)
+        alive = len(await self.workers(seen_within_s=seen_within_s))
         return {"waiting": await self.depth(), "running": running, "workers": alive}
+
+    async def workers(self, *, seen_within_s: float = 15.0) -> dict[str, dict[str, Any]]:
+        """The workers that announced themselves lately: name → what they said (pid, host, running, seen)."""
+        seen = {k.decode(): json.loads(v) for k, v in (await self.redis.hgetall(self._key("tasks:workers"))).items()}
+        return {name: info for name, info in seen.items() if time.time() - info["seen"] <= seen_within_s}
 
     async def announce(self, worker: str, info: dict[str, Any]) -> None:
         """A worker says it is alive (and what it runs); `stats` counts those seen lately."""

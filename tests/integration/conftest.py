@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from chimera.config import load_config
-from chimera.models import provision
 from chimera.server_process import ServerProcess, free_port
 from chimera.spans.factory import span_store_path
 from chimera.spans.sqlite import SqliteSpanStore
@@ -40,12 +39,6 @@ class TestServer(ServerProcess):
             return []
         finally:
             store.close()
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    """The SmolLM2 HF folder, converted once from the packaged GGUF (idempotent)."""
-    return provision.prepare("smollm2-135m-instruct", ROOT / ".chimera")
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from chimera.cluster.deployments import deployment_options, engine_args_for_cluster
+from chimera.cluster.deployments import deployment_options, engine_args_for_cluster, spec_version
+from chimera.cluster.engines import serve_config
 from chimera.config import ChimeraConfig, load_config
 from chimera.errors import ConfigError
+from chimera.models.specs import EngineSpec
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -111,3 +113,87 @@ def test_neo4j_without_a_uri_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="no neo4j_uri"):
         open_graph_store(SearchConfig(graph_store="neo4j"), tmp_path)
+
+
+def _engine(**fields: object) -> EngineSpec:
+    return EngineSpec.model_validate({"model": "/models/m", **fields})
+
+
+def test_cluster_config_places_every_engine_by_node_label_and_autoscales_it() -> None:
+    config = load_config(CONFIGS / "cluster.yaml")
+    for spec in config.engines.values():
+        options = deployment_options(spec)
+        assert spec.label_selector["chimera/node-type"] in ("h100", "l4")
+        assert "num_replicas" not in options and options["autoscaling_config"]["initial_replicas"] == 1
+        if spec.tensor_parallel_size > 1:  # every bundle of the placement group on a node of the type
+            assert options["placement_group_bundle_label_selector"] == [spec.label_selector] * spec.tensor_parallel_size
+        else:
+            assert options["ray_actor_options"]["label_selector"] == spec.label_selector
+    assert ChimeraConfig.model_validate_json(config.model_dump_json()) == config  # what a worker actor is handed
+
+
+def test_engine_placement_and_scaling_map_onto_serve_options() -> None:
+    options = deployment_options(_engine(resources={"accelerator_L4": 1}, num_replicas=3,
+                                         max_replicas_per_node=1))  # fmt: skip
+    assert options["num_replicas"] == 3 and options["max_replicas_per_node"] == 1
+    assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.0, "resources": {"accelerator_L4": 1}}
+    assert "autoscaling_config" not in options and options["logging_config"] == {"enable_access_log": False}
+    scaled = deployment_options(_engine(autoscaling={"min_replicas": 2, "max_replicas": 5, "upscale_delay_s": 3}))
+    assert scaled["autoscaling_config"] | {} == {
+        "min_replicas": 2, "initial_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 32.0,
+        "upscale_delay_s": 3.0, "downscale_delay_s": 600.0, "metrics_interval_s": 10.0, "look_back_period_s": 30.0,
+    }  # fmt: skip
+    tensor = deployment_options(_engine(tensor_parallel_size=2, gpus_per_worker=1, resources={"h100": 1}))
+    assert tensor["placement_group_bundles"] == [{"CPU": 1.0, "GPU": 1.0, "h100": 1}, {"GPU": 1.0, "h100": 1}]
+
+
+def test_engine_spec_digest_changes_with_the_spec_only() -> None:
+    assert spec_version(_engine()) == spec_version(_engine())
+    assert spec_version(_engine()) != spec_version(_engine(max_num_seqs=8))
+    assert deployment_options(_engine())["user_config"] == {"spec_version": spec_version(_engine())}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"num_replicas": 2, "autoscaling": {"max_replicas": 4}}, "num_replicas or autoscaling"),
+        ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "must not exceed"),
+        ({"autoscaling": {"min_replicas": 0, "max_replicas": 2}}, "min_replicas"),
+        ({"autoscaling": {"min_replicas": 1}}, "max_replicas"),
+        ({"autoscaling": {"max_replicas": 2, "target_ongoing_requests": 0}}, "target_ongoing_requests"),
+        ({"label_selector": {"chimera/node-type": 3}}, "label_selector"),
+        ({"resources": {"h100": "lots"}}, "resources"),
+        ({"max_replicas_per_node": 0}, "max_replicas_per_node"),
+    ],
+)
+def test_bad_placement_and_scaling_are_refused(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _engine(**fields)
+
+
+def test_on_a_cluster_the_api_attaches_to_engines_deployed_once() -> None:
+    local = load_config(CONFIGS / "local.yaml")
+    cluster = load_config(CONFIGS / "cluster.yaml")
+    assert local.ray.owns_engines and not cluster.ray.owns_engines
+    pinned = cluster.ray.model_copy(update={"deploy_engines": True})
+    assert pinned.owns_engines
+
+
+def test_the_serve_config_builds_one_application_per_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    config = load_config(CONFIGS / "cluster.yaml")
+    apps = serve_config(config)["applications"]
+    assert [a["name"] for a in apps] == [f"chimera-engine-{name}" for name in config.engines]
+    for app, spec in zip(apps, config.engines.values(), strict=True):
+        assert app["import_path"] == "chimera.cluster.engines:engine_app_builder" and app["route_prefix"] is None
+        assert EngineSpec.model_validate(app["args"]["spec"]) == spec  # the builder gets back the very spec
+
+
+def test_deploy_prints_the_serve_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from chimera.cli import main
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert main(["--config", str(CONFIGS / "cluster.yaml"), "deploy", "--serve-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == serve_config(load_config(CONFIGS / "cluster.yaml"))
