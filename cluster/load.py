@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Protocol
@@ -23,9 +24,11 @@ class LoadMonitor:
 
     Polling keeps the request path free of an extra round trip: the router reads a snapshot at most
     `interval_s` old, and /healthz reads the last reports instead of calling the engines. Engines are polled
-    together, each within `timeout_s`: an engine that does not answer in time (a dead replica Serve has not
-    replaced yet) is unhealthy, so requests for it fail fast instead of hanging. Before its first answer an
-    engine's load is unknown (never saturated).
+    together, each within `timeout_s`. A poll that fails (the replica is dead, the deployment gone) makes the
+    engine unhealthy at once, so requests for it fail fast instead of hanging. A poll that only comes too late
+    is ambiguous (a hung replica, or a busy one on a loaded machine): the last report stands until polls have
+    been late for `patience_s`, then the engine is unhealthy too. Before its first answer an engine's load is
+    unknown (never saturated).
     """
 
     def __init__(
@@ -35,12 +38,15 @@ class LoadMonitor:
         capacity: Mapping[str, int],
         interval_s: float = 0.2,
         timeout_s: float = 1.0,
+        patience_s: float = 3.0,
     ) -> None:
         self._engines = dict(engines)
         self._expert_engines = dict(expert_engines)
         self._capacity = dict(capacity)
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self.patience_s = patience_s
+        self._late_since: dict[str, float] = {}  # when each engine whose polls come too late first missed one
         self._reports: dict[str, EngineHealth] = {}  # the last answer of each engine that answered its last poll
         self._errors: dict[str, str] = {}  # why each engine whose last poll failed is unhealthy
         self.failures: Counter[str] = Counter()  # failed polls per engine, since start
@@ -72,6 +78,11 @@ class LoadMonitor:
         try:
             report = await asyncio.wait_for(engine.health(), self.timeout_s)
         except Exception as e:  # the poll loop must outlive any one failure; each is logged and counted
+            if isinstance(e, TimeoutError) and name in self._reports:
+                late_since = self._late_since.setdefault(name, time.monotonic())
+                if time.monotonic() - late_since < self.patience_s:
+                    log.debug("engine %s answered no poll within %g s; its last report stands", name, self.timeout_s)
+                    return
             self._reports.pop(name, None)
             self.failures[name] += 1
             reason = str(e) or f"no answer within {self.timeout_s:g} s"
@@ -83,6 +94,7 @@ class LoadMonitor:
                 )
             self._errors[name] = reason
             return
+        self._late_since.pop(name, None)
         if self._errors.pop(name, None) is not None:
             log.info("engine %s answers again", name)
         self._reports[name] = report

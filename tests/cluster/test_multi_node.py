@@ -276,3 +276,36 @@ def test_losing_the_node_of_an_engine_replica_mid_stream(
     assert replacement != victim_id and types[replacement] == "b"  # Serve placed it on the other type-b node
     print(f"\nnode loss: streams {endings}, all ended {cut_after_s:.1f} s after the kill; "
           f"first new answer {recovered_s:.1f} s after that")  # fmt: skip
+
+
+async def test_a_memory_actor_whose_node_is_lost_restarts_on_another_and_its_session_goes_on(
+    cluster: Any, config: ChimeraConfig, redis_url: str, tmp_path: Path
+) -> None:
+    """A tiny random Mamba-2 memory actor on one of two `memory_node` nodes; that node is killed mid-session. Ray
+    restarts the actor on the other node (its restart policy), which loads the session's state from Redis."""
+    import psutil
+
+    from chimera.config import MemoryConfig
+    from chimera.memory.long_context.mamba import MambaMemory
+    from tests.unit import tiny_mamba
+
+    nodes = [cluster.add_node(num_cpus=1, resources={"memory_node": 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    checkpoint = tiny_mamba.save_mamba2(tmp_path / "mamba", seed=0)
+    settings = MemoryConfig(checkpoint=checkpoint, read_chunk_tokens=4096, num_cpus=0.5, resources={"memory_node": 1})
+    memory = MambaMemory.start(settings, f"{redis_url}?db=8", name="cluster-memory")
+    try:
+        before = await memory.read("survivor", tiny_mamba.text(2000, seed=3))
+        (pid_before,) = [h.pid for h in await memory.health()]
+        raylets = {node.all_processes["raylet"][0].process.pid: node for node in nodes}
+        host = next(raylets[p.pid] for p in psutil.Process(pid_before).parents() if p.pid in raylets)
+        cluster.remove_node(host, allow_graceful=False)
+        _wait_for("the actor's process to go with its node", lambda: not psutil.pid_exists(pid_before), timeout_s=60)
+
+        info = await memory.state_info("survivor")  # retried while Ray restarts the actor on the other node
+        assert info.tokens_read == before.tokens_read and info.revision == before.revision
+        assert [h.pid for h in await memory.health()] != [pid_before]  # a new process, on the one node left for it
+        after = await memory.read("survivor", tiny_mamba.text(500, seed=4))
+        assert after.tokens_read > before.tokens_read
+    finally:
+        await memory.close()

@@ -166,7 +166,8 @@ async def test_models_and_health_are_served(stack: Stack) -> None:
 
 
 class StuckEngine(ScriptedEngine):
-    """A replica that died and has not been replaced: while not `alive`, health and generation never answer."""
+    """A replica that hangs (its process is alive, it answers nothing): while not `alive`, health and generation
+    never answer. The load monitor calls it unhealthy once its polls have been late for `patience_s` (3 s)."""
 
     def __init__(self, replies: list[str]) -> None:
         super().__init__(replies)
@@ -183,7 +184,7 @@ class StuckEngine(ScriptedEngine):
             yield delta
 
 
-async def test_a_dead_replica_makes_healthz_503_within_a_second_and_requests_fail_fast(
+async def test_a_hung_replica_makes_healthz_503_in_seconds_and_requests_then_fail_fast(
     config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
 ) -> None:
     engine = StuckEngine(["Hello."])

@@ -63,7 +63,7 @@ class HangingEngine:
         raise AssertionError("unreachable")
 
 
-async def test_an_engine_that_does_not_answer_is_unhealthy_within_the_timeout_and_the_others_are_read() -> None:
+async def test_an_engine_that_never_answered_is_unhealthy_within_the_timeout_and_the_others_are_read() -> None:
     monitor = LoadMonitor(
         {"dead": HangingEngine(), "ok": FlakyEngine([2])}, {"chat": "dead", "code": "ok"}, {"dead": 4, "ok": 4},
         timeout_s=0.3,
@@ -74,3 +74,37 @@ async def test_an_engine_that_does_not_answer_is_unhealthy_within_the_timeout_an
     snapshot = monitor.snapshot()
     assert not snapshot["chat"].healthy and snapshot["code"].ongoing == 2 and snapshot["code"].healthy
     assert "no answer within 0.3 s" in str(monitor.engine_health()["dead"])
+
+
+class SlowEngine:
+    """Answers its first poll, then each only after `delay_s` (a busy replica on a loaded machine, or a hung one)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s, self.polls = delay_s, 0
+
+    async def health(self) -> EngineHealth:
+        self.polls += 1
+        if self.polls > 1:
+            await asyncio.sleep(self.delay_s)
+        return EngineHealth(model="slow", healthy=True, running=1)
+
+
+async def test_late_polls_keep_the_last_report_for_the_patience_then_make_the_engine_unhealthy() -> None:
+    monitor = LoadMonitor({"e": SlowEngine(10)}, {"chat": "e"}, {"e": 4}, timeout_s=0.1, patience_s=0.5)
+    await monitor.poll_once()
+    started = time.monotonic()
+    while time.monotonic() - started < 0.4:
+        await monitor.poll_once()  # late, but within the patience: still the last report
+        assert monitor.snapshot()["chat"].healthy and monitor.snapshot()["chat"].ongoing == 1
+    while monitor.snapshot()["chat"].healthy:
+        assert time.monotonic() - started < 1.5, "late polls never made the engine unhealthy"
+        await monitor.poll_once()
+    assert "no answer within 0.1 s" in str(monitor.engine_health()["e"])
+
+
+async def test_a_failed_poll_makes_an_engine_unhealthy_at_once_however_patient() -> None:
+    monitor = LoadMonitor({"e": FlakyEngine([2, EngineUnavailableError("gone")])}, {"chat": "e"}, {"e": 4},
+                          patience_s=60)  # fmt: skip
+    await monitor.poll_once()
+    await monitor.poll_once()
+    assert not monitor.snapshot()["chat"].healthy
