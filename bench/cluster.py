@@ -169,7 +169,10 @@ def main() -> None:
             single = asyncio.run(drive(urls[:1], prompts, c, tokens))
             split = asyncio.run(drive(urls, prompts, c, tokens))
             deploy(two_replicas)  # the API processes keep their handles: Serve routes over both replicas
+            deadline = time.monotonic() + 900
             while len(replicas_running(two_replicas)) < 2:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the second replica never started")
                 time.sleep(1)
             doubled = asyncio.run(drive(urls[:1], prompts, c, tokens))
             recovered = recovery(cluster, urls[0], two_replicas)

@@ -25,7 +25,7 @@ from chimera.cluster.tracing import WORKER_SETUP_HOOK, worker_env
 from chimera.config import ChimeraConfig
 from chimera.errors import ChimeraError
 from chimera.models import provision
-from chimera.models.engine.base import LLMEngine
+from chimera.models.engine.base import EngineUnavailableError, LLMEngine
 from chimera.models.specs import EngineSpec
 from chimera.spans.factory import span_store_path
 
@@ -96,20 +96,33 @@ def start_engines(config: ChimeraConfig, engine_cls: type[LLMEngine] | None = No
 
 
 def deployed_versions() -> dict[str, str]:
-    """Serve application → the spec digest its engine deployment runs (applications not deploying, running or
-    unhealthy, and those that are not Chimera engines, are left out)."""
-    from ray import serve
-
-    from chimera.cluster.status import serve_details
-
-    live = {name for name, app in serve.status().applications.items() if _status(app) not in NOT_SERVING}
+    """Serve application → the spec digest its engine deployment runs, for the applications that are RUNNING
+    (one deploying, unhealthy or failed is deployed again; applications that are not Chimera engines are left out)."""
     versions = {}
     for name, app in serve_details().items():
         config = app.get("deployments", {}).get(DEPLOYMENT_NAME, {}).get("deployment_config", {})
         version = (config.get("user_config") or {}).get("spec_version")
-        if name in live and version:
+        if enum_value(app.get("status")) == "RUNNING" and version:
             versions[name] = version
     return versions
+
+
+def serve_details() -> dict[str, Any]:
+    """Serve application name → its details (status, deployments and their config, replicas and their nodes), as
+    the Serve controller reports them to `serve status` and the dashboard; empty when Serve is not running."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        client = _get_global_client()  # connects to the cluster's Serve controller
+    except RayServeException:  # Serve is not running on this cluster
+        return {}
+    return dict(client.get_serve_details().get("applications", {})) if client is not None else {}
+
+
+def enum_value(value: Any) -> str:
+    """One of Serve's enums (`ApplicationStatus.RUNNING`) as its value (`RUNNING`)."""
+    return str(getattr(value, "value", value))
 
 
 def stop_engines(names: list[str]) -> None:
@@ -120,6 +133,9 @@ def stop_engines(names: list[str]) -> None:
         serve.delete(app_name(name))
 
 
+NOT_SERVING = ("NOT_DEPLOYED", "DEPLOY_FAILED", "DELETING")
+
+
 def attach_engines(config: ChimeraConfig) -> dict[str, LLMEngine]:
     """Clients of the config's engines deployed on the cluster already (by `chimera deploy`, KubeRay or another
     process): what a second API process uses. An engine still deploying, or missing replicas, is attached all
@@ -128,7 +144,7 @@ def attach_engines(config: ChimeraConfig) -> dict[str, LLMEngine]:
     Raises:
         EnginesNotDeployedError: an engine is not deployed, failed to deploy, or is being deleted.
     """
-    missing = {name: status for name in config.engines if (status := app_status(name)) in NOT_SERVING}
+    missing = {name: status for name, status in app_statuses(config).items() if status in NOT_SERVING}
     if missing:
         listed = ", ".join(f"{n} ({s.lower().replace('_', ' ')})" for n, s in missing.items())
         raise EnginesNotDeployedError(
@@ -137,27 +153,26 @@ def attach_engines(config: ChimeraConfig) -> dict[str, LLMEngine]:
     return engine_clients(config)
 
 
-NOT_SERVING = ("NOT_DEPLOYED", "DEPLOY_FAILED", "DELETING")
+def app_statuses(config: ChimeraConfig) -> dict[str, str]:
+    """Each engine's Serve application status: RUNNING, DEPLOYING, UNHEALTHY, DEPLOY_FAILED, … or NOT_DEPLOYED."""
+    details = serve_details()
+    return {name: enum_value(details.get(app_name(name), {}).get("status", "NOT_DEPLOYED")) for name in config.engines}
 
 
-def app_status(engine: str) -> str:
-    """The Serve application status of an engine: RUNNING, DEPLOYING, UNHEALTHY, … or NOT_DEPLOYED."""
+def engine_clients(config: ChimeraConfig, names: list[str] | None = None) -> dict[str, LLMEngine]:
+    """Clients of the config's engines (or those `names`) as they are on Serve now, whatever their state (a task
+    worker's engines; calls fail as `EngineUnavailableError` while an engine is away).
+
+    Raises:
+        EngineUnavailableError: an engine is not deployed on the cluster.
+    """
     from ray import serve
+    from ray.serve.exceptions import RayServeException
 
-    app = serve.status().applications.get(app_name(engine))
-    return "NOT_DEPLOYED" if app is None else _status(app)
-
-
-def _status(app: Any) -> str:
-    return str(getattr(app.status, "value", app.status))
-
-
-def engine_clients(config: ChimeraConfig) -> dict[str, LLMEngine]:
-    """Clients of the config's engines as they are on Serve now, whatever their state (a task worker's engines;
-    calls fail as `EngineUnavailableError` while an engine is away)."""
-    from ray import serve
-
-    return {name: ServeEngineClient(serve.get_app_handle(app_name(name))) for name in config.engines}
+    try:
+        return {name: ServeEngineClient(serve.get_app_handle(app_name(name))) for name in names or config.engines}
+    except RayServeException as e:  # the application does not exist
+        raise EngineUnavailableError(f"an engine is not deployed on the cluster ({e}); run `chimera deploy`") from None
 
 
 def serve_config(config: ChimeraConfig) -> dict[str, Any]:

@@ -69,9 +69,10 @@ class LoadMonitor:
         return {**self._reports, **self._errors}
 
     async def poll_once(self) -> None:
-        """Read every engine's load once, all together. A failure (or no answer within `timeout_s`) makes that
-        engine unhealthy; the first failure of a streak is logged at warning (with the traceback when it is not
-        an engine error: a bug here would otherwise go unseen), the rest at debug; all are counted."""
+        """Read every engine's load once, all together. A failure, or no answer within `timeout_s` for longer
+        than `patience_s`, makes that engine unhealthy; the first failure of a streak is logged at warning (with
+        the traceback when it is not an engine error: a bug here would otherwise go unseen), the rest at debug;
+        all are counted (late polls within the patience are not failures)."""
         await asyncio.gather(*(self._poll(name, engine) for name, engine in self._engines.items()))
 
     async def _poll(self, name: str, engine: HealthSource) -> None:

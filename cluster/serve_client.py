@@ -69,10 +69,10 @@ class ServeEngineClient(LLMEngine):
                     raise EngineUnavailableError("the engine replica is not running; try again shortly") from None
                 log.warning("engine replica lost before %s started (attempt %d); sending it again",
                             request.request_id, attempt)  # fmt: skip
-                await asyncio.sleep(START_BACKOFF_S * attempt)
             finally:
                 if not done:
                     responses.cancel()
+            await asyncio.sleep(START_BACKOFF_S * attempt)  # only reached when nothing was sent: send it again
 
     async def start(self) -> None:
         """The deployment is running once `serve.run` returned its handle: nothing to do."""

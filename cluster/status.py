@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from chimera.cluster.deployments import DEPLOYMENT_NAME, app_name
-from chimera.cluster.engines import app_status, engine_clients
+from chimera.cluster.engines import app_statuses, engine_clients, enum_value, serve_details
 from chimera.config import ChimeraConfig
 
 
@@ -29,44 +29,28 @@ def nodes() -> list[dict[str, Any]]:
     ]
 
 
-def serve_details() -> dict[str, Any]:
-    """Serve application name → its details (deployments, their config, replicas and nodes), as the Serve
-    controller reports them to `serve status` and the dashboard; empty when Serve is not running."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.exceptions import RayServeException
-
-    try:
-        client = _get_global_client()  # connects to the cluster's Serve controller
-    except RayServeException:  # Serve is not running on this cluster
-        return {}
-    return dict(client.get_serve_details().get("applications", {})) if client is not None else {}
-
-
 def engine_replicas(config: ChimeraConfig) -> dict[str, dict[str, Any]]:
     """Each engine's Serve application: status, target replicas, and each replica's state, node and pid."""
-    details = serve_details()
+    details, statuses = serve_details(), app_statuses(config)
     engines: dict[str, dict[str, Any]] = {}
     for name, spec in config.engines.items():
         deployment = details.get(app_name(name), {}).get("deployments", {}).get(DEPLOYMENT_NAME, {})
         engines[name] = {
-            "status": app_status(name),
+            "status": statuses[name],
             "target_replicas": deployment.get("target_num_replicas"),
             "autoscaling": spec.autoscaling.model_dump() if spec.autoscaling else None,
-            "replicas": [
-                {"id": r["replica_id"], "state": _value(r["state"]), "node_id": r.get("node_id"), "pid": r.get("pid")}
-                for r in deployment.get("replicas", [])
-            ],
+            "replicas": [_replica(r) for r in deployment.get("replicas", [])],
         }
     return engines
 
 
-def _value(state: Any) -> str:
-    """An enum of Serve's (`ReplicaState.RUNNING`) as its value (`RUNNING`)."""
-    return str(getattr(state, "value", state))
+def _replica(details: dict[str, Any]) -> dict[str, Any]:
+    return {"id": details["replica_id"], "state": enum_value(details["state"]), "node_id": details.get("node_id"),
+            "pid": details.get("pid")}  # fmt: skip
 
 
 async def engine_health(config: ChimeraConfig, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
-    """Each engine's own report (requests running and waiting), or why it did not answer in time."""
+    """Each deployed engine's own report (requests running), or why it did not answer in time."""
 
     async def one(engine: Any) -> dict[str, Any]:
         try:
@@ -75,9 +59,10 @@ async def engine_health(config: ChimeraConfig, timeout_s: float = 2.0) -> dict[s
             return {"healthy": False, "error": str(e) or f"no answer within {timeout_s:g} s"}
         return {"healthy": report.healthy, "running": report.running}
 
-    clients = engine_clients(config)
-    reports = await asyncio.gather(*(one(c) for c in clients.values()))
-    return dict(zip(clients, reports, strict=True))
+    deployed = [name for name, status in app_statuses(config).items() if status != "NOT_DEPLOYED"]
+    clients = engine_clients(config, deployed) if deployed else {}
+    reports = dict(zip(clients, await asyncio.gather(*(one(c) for c in clients.values())), strict=True))
+    return {name: reports.get(name, {"healthy": False, "error": "not deployed"}) for name in config.engines}
 
 
 async def task_status(config: ChimeraConfig, redis_url: str) -> dict[str, Any]:

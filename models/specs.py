@@ -34,7 +34,6 @@ class EngineAutoscaling(_Frozen):
     )
     upscale_delay_s: float = Field(30.0, ge=0, description="Load above target this long before a replica is added.")
     downscale_delay_s: float = Field(600.0, ge=0, description="Load below target this long before one is removed.")
-    metrics_interval_s: float = Field(10.0, gt=0, description="How often replicas report their load to Serve.")
     look_back_period_s: float = Field(30.0, gt=0, description="The window Serve averages those reports over.")
 
     @model_validator(mode="after")
@@ -78,8 +77,9 @@ class EngineSpec(_Frozen):
     gpus_per_worker: float = Field(0.0, ge=0.0, description="GPUs per tensor-parallel worker; 0 on CPU.")
     resources: dict[str, float] = Field(
         default_factory=dict,
-        description='Custom Ray resources per replica, to place it on one node type: e.g. {"accelerator_H100": 1} '
-        "with the nodes started as `ray start --resources '{\"accelerator_H100\": 8}'`.",
+        description="Custom Ray resources per replica (per GPU shard with tensor parallelism), to place it on one "
+        'node type: e.g. {"accelerator_H100": 1} with the nodes started as '
+        "`ray start --resources '{\"accelerator_H100\": 8}'`.",
     )
     label_selector: dict[str, str] = Field(
         default_factory=dict,
@@ -90,9 +90,12 @@ class EngineSpec(_Frozen):
     max_ongoing_requests: int = Field(64, gt=0, description="Requests one replica accepts before Serve queues.")
 
     @model_validator(mode="after")
-    def _one_replica_rule(self) -> "EngineSpec":
+    def _placement_rules(self) -> "EngineSpec":
         if self.autoscaling is not None and self.num_replicas != 1:
             raise ValueError("set num_replicas or autoscaling, not both")
+        if self.max_replicas_per_node is not None and self.tensor_parallel_size > 1:
+            raise ValueError("max_replicas_per_node does not apply to tensor-parallel engines (Serve places their "
+                             "placement groups)")  # fmt: skip
         return self
 
     @property

@@ -6,6 +6,7 @@ import json
 import yaml
 
 from chimera.config import ChimeraConfig
+from chimera.errors import ConfigError
 
 
 def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -31,6 +32,9 @@ def _deploy(config: ChimeraConfig, args: argparse.Namespace) -> int:
     if args.serve_config:
         print(yaml.safe_dump(serve_config(config), sort_keys=False), end="")
         return 0
+    if config.ray.address is None:
+        raise ConfigError("`chimera deploy` puts the engines on a running Ray cluster: set ray.address (or "
+                          "CHIMERA_RAY_ADDRESS); on one machine `chimera serve` deploys them itself")  # fmt: skip
     with ray_connection(config):
         if args.delete:
             stop_engines(list(config.engines))

@@ -58,7 +58,7 @@ def config_path(cluster: Any, model_dir: Path, redis_url: str, tmp_path_factory:
     smollm2 = raw["engines"].pop("smollm2") | {"model": str(model_dir), "max_model_len": 2048,
                                                "kv_cache_memory_bytes": 256 * 2**20}  # fmt: skip
     scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
-               "downscale_delay_s": 5, "metrics_interval_s": 0.5, "look_back_period_s": 2}  # fmt: skip
+               "downscale_delay_s": 5, "look_back_period_s": 2}  # fmt: skip
     raw["engines"] = {
         "alpha": smollm2 | {"label_selector": {NODE_TYPE: "a"}, "autoscaling": scaling},
         "beta": smollm2 | {"label_selector": {NODE_TYPE: "b"}},
@@ -221,7 +221,7 @@ def test_sustained_load_scales_an_engine_to_two_replicas_and_idle_scales_it_back
     types = _node_types()
     assert [types[node] for _, node in _placement(deployed)["alpha"]] == ["a", "a"]
     assert len({node for _, node in _placement(deployed)["alpha"]}) == 2  # one CPU per node: one replica each
-    assert statuses and set(statuses) == {200}
+    assert 200 in statuses and set(statuses) <= {200, 503}, statuses  # 503: refused with Retry-After, never lost
     _wait_for("alpha back to one replica", lambda: len(_placement(deployed)["alpha"]) == 1, timeout_s=180)
 
 

@@ -141,7 +141,7 @@ def test_engine_placement_and_scaling_map_onto_serve_options() -> None:
     scaled = deployment_options(_engine(autoscaling={"min_replicas": 2, "max_replicas": 5, "upscale_delay_s": 3}))
     assert scaled["autoscaling_config"] | {} == {
         "min_replicas": 2, "initial_replicas": 2, "max_replicas": 5, "target_ongoing_requests": 32.0,
-        "upscale_delay_s": 3.0, "downscale_delay_s": 600.0, "metrics_interval_s": 10.0, "look_back_period_s": 30.0,
+        "upscale_delay_s": 3.0, "downscale_delay_s": 600.0, "look_back_period_s": 30.0,
     }  # fmt: skip
     tensor = deployment_options(_engine(tensor_parallel_size=2, gpus_per_worker=1, resources={"h100": 1}))
     assert tensor["placement_group_bundles"] == [{"CPU": 1.0, "GPU": 1.0, "h100": 1}, {"GPU": 1.0, "h100": 1}]
@@ -164,6 +164,7 @@ def test_engine_spec_digest_changes_with_the_spec_only() -> None:
         ({"label_selector": {"chimera/node-type": 3}}, "label_selector"),
         ({"resources": {"h100": "lots"}}, "resources"),
         ({"max_replicas_per_node": 0}, "max_replicas_per_node"),
+        ({"max_replicas_per_node": 1, "tensor_parallel_size": 2}, "does not apply to tensor-parallel"),
     ],
 )
 def test_bad_placement_and_scaling_are_refused(fields: dict[str, object], message: str) -> None:
