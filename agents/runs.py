@@ -162,9 +162,19 @@ class AgentRuns:
                            tuple(sorted(filters.acl or ())), scope.whole_graph)  # fmt: skip
 
     async def run(
-        self, settings: RunSettings, conversation: list[ChatMessage], session: str, parent: Context | None = None
+        self,
+        settings: RunSettings,
+        conversation: list[ChatMessage],
+        session: str,
+        parent: Context | None = None,
+        *,
+        ttl_s: int | None = None,
     ) -> AsyncIterator[RunDelta]:
-        """Run a graph on the conversation from the start: progress events and the answer, then its outcome."""
+        """Run a graph on the conversation from the start: progress events and the answer, then its outcome.
+
+        `ttl_s`: the run's checkpoints expire this long after its last step (a one-shot request's session
+        expires soon); None: the checkpointer's expiry. Resuming the run gives them the checkpointer's again.
+        """
         if settings.interrupt_before and self.checkpointer is None:
             raise InvalidInterruptError("interrupt_before needs a checkpointer to pause and resume runs")
         fresh: dict[str, Any] = {  # a session's thread carries the last run's state: reset what accumulates
@@ -174,7 +184,7 @@ class AgentRuns:
             **settings.kind.reset(),
         }
         question = next((m for m in reversed(conversation) if m.role == "user"), None)
-        async for delta in self._drive(settings, fresh, session, question, parent):
+        async for delta in self._drive(settings, fresh, session, question, parent, ttl_s):
             yield delta
 
     async def resume(
@@ -225,14 +235,16 @@ class AgentRuns:
         session: str,
         question: ChatMessage | None,
         parent: Context | None,
+        ttl_s: int | None = None,
     ) -> AsyncIterator[RunDelta]:
-        """Stream one leg of a run (from the start, or from its last checkpoint), then how it ended."""
+        """Stream one leg of a run (from the start, or from its last checkpoint), then how it ended; its
+        checkpoints expire after `ttl_s` (None: the checkpointer's expiry)."""
         kind = settings.kind
         span = _tracer.start_span("agent.graph", context=parent, attributes={"chimera.agent.graph": kind.name})
         graph = self._graphs[kind.name]
         config: RunnableConfig = {}
         if self.checkpointer is not None:
-            config = {**session_config(session), "metadata": settings.metadata()}
+            config = {**session_config(session, ttl_s=ttl_s), "metadata": settings.metadata()}
         context = kind.context(await self._inputs(settings, session, trace.set_span_in_context(span)))
         final: dict[str, Any] = {}
         try:

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -68,6 +68,7 @@ class ChatRequest:
     session_id: str | None = None
     interrupt_before: tuple[str, ...] | None = None  # agent graphs: pause before these nodes (None: config's)
     principal: Principal = LOCAL  # who asks: owns the session, decides which documents the tools see
+    json_schema: dict[str, Any] | None = None  # expert models: the answer is JSON of it (the API refuses it for agents)
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,9 @@ class ChatService:
             if graph is not None:
                 scope = Scope(principal.search_filters, whole_graph=principal.is_admin)
                 settings = self.runs.settings(graph, decision.expert, request.sampling, request.interrupt_before, scope)
-                deltas = self.runs.run(settings, conversation, session_id, parent)
+                deltas = self.runs.run(settings, conversation, session_id, parent, ttl_s=ttl)
             else:
-                deltas = _expert(self.experts[decision.expert], conversation, request.sampling, parent)
+                deltas = _expert(self.experts[decision.expert], conversation, request, parent)
         # the session keeps the new turn as the model saw it (PII masked by the input rails)
         new_turn = None if guardrail else conversation[len(history) :]
         named = request.session_id is not None
@@ -354,11 +355,13 @@ def paused_note(run: RunOutcome, session_id: str) -> str:
 
 
 async def _expert(
-    expert: Expert, conversation: list[ChatMessage], sampling: SamplingOverrides, parent: Context | None
+    expert: Expert, conversation: list[ChatMessage], request: ChatRequest, parent: Context | None
 ) -> AsyncIterator[RunDelta]:
-    """One expert's answer, no tools; ends with its usage."""
+    """One expert's answer to `conversation`, no tools, with the request's sampling and JSON schema; ends with
+    its usage."""
     done = Completion()
-    async for delta in expert.stream(conversation, sampling, parent=parent):
+    stream = expert.stream(conversation, request.sampling, json_schema=request.json_schema, parent=parent)
+    async for delta in stream:
         if done.take(delta):
             yield delta.text
     yield RunOutcome(

@@ -5,10 +5,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from chimera.errors import ChimeraError
+
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"  # the packaged embedder's id (`search.embedding_model` sets another)
 
 
 class ClientError(ChimeraError):
@@ -18,6 +21,15 @@ class ClientError(ChimeraError):
         super().__init__(message)
         self.status = status
         self.code = code  # the error JSON's `code` (e.g. `task_not_found`), where known
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of `Client.sessions`: each session's `id`, `updated_at` (Unix time) and `messages` (count)."""
+
+    data: tuple[dict[str, Any], ...]
+    has_more: bool
+    last_id: str | None  # `after` for the next page
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,50 @@ class Client:
 
     def run_status(self, session_id: str) -> dict[str, Any]:
         """The session's last agent run: `status` none, done or paused, with `next`, `pending` and `reason`."""
+        return self._call("GET", f"/v1/sessions/{quote(session_id, safe='')}/run")
+
+    def sessions(self, *, limit: int = 20, after: str | None = None) -> SessionPage:
+        """One page of this key's sessions, most recently used first; pass the page's `last_id` as `after` for the
+        next one (or use `all_sessions`)."""
+        params: dict[str, str | int] = {"limit": limit, **({"after": after} if after else {})}
+        body = self._call("GET", "/v1/sessions", params=params)
+        return SessionPage(tuple(body["data"]), body["has_more"], body["last_id"])
+
+    def all_sessions(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every session of this key (`id`, `updated_at`, `messages`), most recently used first, page by page."""
+        after = None
+        while True:
+            page = self.sessions(limit=page_size, after=after)
+            yield from page.data
+            if not page.has_more:
+                return
+            after = page.last_id
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """The session's stored `messages` (oldest first) and its last agent `run`; 404 for another key's."""
+        return self._call("GET", f"/v1/sessions/{quote(session_id, safe='')}")
+
+    def delete_session(self, session_id: str) -> None:
+        """Forget the session: its turns, its agent run's checkpoints and its long-context memory."""
+        self._call("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models served: agents, `auto`, the experts, then the embedding model."""
+        return list(self._call("GET", "/v1/models")["data"])
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        """One model's card (`ClientError` with status 404 for an unknown id)."""
+        return self._call("GET", f"/v1/models/{quote(model_id, safe='')}")
+
+    def embed(self, texts: str | list[str], *, model: str = DEFAULT_EMBEDDING_MODEL) -> list[list[float]]:
+        """One unit-norm vector per text (the vectors the document search holds for the same text)."""
+        body = self._call("POST", "/v1/embeddings", json={"input": texts, "model": model})
+        return [item["embedding"] for item in sorted(body["data"], key=lambda item: item["index"])]
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of a request; `ClientError` when the server refuses it or cannot be reached."""
         try:
-            response = self._http.get(f"/v1/sessions/{session_id}/run")
+            response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
             raise ClientError(f"no Chimera server at {self._http.base_url}: {e}") from e
         if response.status_code != 200:
@@ -168,7 +222,8 @@ def _messages(message: str | list[dict[str, str]]) -> list[dict[str, str]]:
 
 def _error(response: httpx.Response) -> ClientError:
     try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text
-    return ClientError(f"HTTP {response.status_code}: {message}", response.status_code)
+        error = response.json()["error"]
+        message, code = error["message"], error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message, code = response.text, None
+    return ClientError(f"HTTP {response.status_code}: {message}", response.status_code, code=code)

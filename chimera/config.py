@@ -69,7 +69,17 @@ class ServerConfig(_Frozen):
     )
     default_limits: KeyLimits = Field(default_factory=KeyLimits, description="Limits of keys that set none.")
     request_timeout_s: float = Field(
-        600.0, gt=0, description="Longest a chat or resume request may run; an in-flight slot is freed after it."
+        600.0,
+        gt=0,
+        description="Longest a chat or resume request may run, from its arrival: past it the request is stopped "
+        "(its generation aborted) and answers 504, or ends its stream with an in-band `deadline_exceeded` error; "
+        "an in-flight slot is freed after it too.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a connection may take to send a request's line and headers, from when it opened (or "
+        "its previous request began arriving); the server then answers 408 and closes it (slow clients).",
     )
     body_timeout_s: float = Field(
         10.0, gt=0, description="Longest wait for the next piece of a request body (408 after: slow clients)."
@@ -95,10 +105,12 @@ class RedisConfig(_Frozen):
     )
     session_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="Idle sessions expire after this many seconds.")
     unnamed_session_ttl_s: int = Field(
-        3600,
+        600,
         gt=0,
-        description="A session the server named (the request sent no x-session-id) expires after this unless the "
-        "client continues it, which gives it `session_ttl_s`: one-shot requests leave nothing for days.",
+        description="A session the server named (the request sent no x-session-id), its owner and its agent run's "
+        "checkpoints expire this long after its answer unless the client continues or resumes it with the "
+        "returned id, which gives them `session_ttl_s`: one-shot requests leave nothing for days, and under a "
+        "steady anonymous load the keys they leave stay flat (about rate x this).",
     )
     max_session_messages: int = Field(200, gt=0, description="Oldest turns beyond this many are dropped.")
 

@@ -20,6 +20,7 @@ from chimera.chat import ChatService, served_models
 from chimera.cluster.deployments import engine_capacity
 from chimera.cluster.load import LoadMonitor
 from chimera.config import ChimeraConfig
+from chimera.embeddings import EmbeddingService, embedding_model_id
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
 from chimera.guardrails.factory import build_rails
@@ -31,10 +32,12 @@ from chimera.memory.long_context.base import LongMemory
 from chimera.memory.long_context.factory import build_long_memory, describe
 from chimera.memory.sessions.redis_store import RedisSessionStore
 from chimera.metrics import Metrics
+from chimera.models.embedding.minilm import SentenceEmbedder
 from chimera.models.engine.base import EngineHealth, LLMEngine
 from chimera.models.expert import Expert
 from chimera.models.router.base import Router
 from chimera.models.router.factory import build_router
+from chimera.sessions import SessionService
 from chimera.spans.factory import open_span_store, span_store_path
 from chimera.spans.store import SpanStore, SpanStoreError
 from chimera.tasks.queue import TaskQueue
@@ -44,7 +47,7 @@ from chimera.tools.calculator import Calculator
 from chimera.tools.graph_query import GraphQuery
 from chimera.tools.hybrid_search import HybridSearch
 from chimera.tools.run_python import RunPython
-from chimera.tools.search.factory import LiveIndex, open_graph_store
+from chimera.tools.search.factory import LiveIndex, embedding_model_dir, open_graph_store
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 0.5  # each of /healthz's live checks (Redis, memory); engines are read from the last poll
@@ -67,6 +70,8 @@ class Service:
     redis: aioredis.Redis  # for /healthz's ping
     tasks: TaskService
     metrics: Metrics  # GET /metrics: what the chat service, its tools and this service count
+    embeddings: EmbeddingService  # POST /v1/embeddings: the dense search's embedding model
+    sessions: SessionService  # the sessions API: a principal's sessions listed, read, deleted
     spans: SpanStore | None = None
     _pruning: "asyncio.Task[None] | None" = field(default=None, init=False, repr=False)
 
@@ -219,7 +224,15 @@ def build_service(
     spans = None
     if config.tracing.exporter != "none":
         spans = open_span_store(config.tracing, span_store_path(config.data_dir.resolve()))
-    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics, spans)
+    return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics,
+                   embedding_service(config), SessionService(sessions, runs), spans)  # fmt: skip
+
+
+def embedding_service(config: ChimeraConfig) -> EmbeddingService:
+    """POST /v1/embeddings on the dense search's model, as the index loads it (loaded at the first request)."""
+    folder = embedding_model_dir(config.search)
+    embedder = SentenceEmbedder(folder, max_tokens=config.search.embedding_max_tokens)
+    return EmbeddingService(embedding_model_id(config.search.embedding_model, folder), embedder)
 
 
 async def _prune_every(store: SpanStore, interval_s: float) -> None:

@@ -32,6 +32,8 @@ class SamplingOverrides:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
 
 def compose_prompt(system_prompt: str, messages: list[ChatMessage]) -> list[ChatMessage]:
@@ -90,6 +92,8 @@ class Expert:
             stop=sampling.stop,
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
+            presence_penalty=sampling.presence_penalty or 0.0,
+            frequency_penalty=sampling.frequency_penalty or 0.0,
             json_schema=json_schema,
             traceparent=traceparent_of(span),
         )

@@ -12,10 +12,12 @@ from pydantic import BaseModel
 
 from chimera.agents.runs import GRAPHS
 from chimera.api.chat_routes import router as chat_router
+from chimera.api.embedding_routes import router as embedding_router
 from chimera.api.errors import install_error_handlers, json_error, to_api_error
 from chimera.api.metrics_routes import router as metrics_router
 from chimera.api.protocol import (
     ChatCompletionRequest,
+    EmbeddingRequest,
     ErrorResponse,
     ModelCard,
     ModelList,
@@ -23,13 +25,15 @@ from chimera.api.protocol import (
     TaskCreateRequest,
     TaskResumeRequest,
 )
+from chimera.api.session_list_routes import router as session_list_router
 from chimera.api.session_routes import router as session_router
 from chimera.api.task_routes import router as task_router
 from chimera.api.trace_routes import router as trace_router
 from chimera.api.ui_routes import UI_PATHS
 from chimera.api.ui_routes import router as ui_router
-from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, served_models
+from chimera.chat import AGENT_MODEL, AUTO_MODEL, EXPERT_PREFIX, ChatService, UnknownModelError, served_models
 from chimera.config import ServerConfig
+from chimera.embeddings import EmbeddingService
 from chimera.errors import ChimeraError
 from chimera.identity.audit import audit
 from chimera.identity.keys import Authenticator
@@ -52,9 +56,11 @@ ERROR_STATUSES = {  # what any route may answer besides its success (`chimera.ap
     "413": "Request body or prompt too large.",
     "429": "Over one of the key's limits; see Retry-After.",
     "503": "An engine, Redis or the key store is unavailable; see Retry-After.",
+    "504": "The request ran past its deadline (server.request_timeout_s) and was stopped.",
 }
 REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {  # (method, path): (body, required)
     ("post", "/v1/chat/completions"): (ChatCompletionRequest, True),
+    ("post", "/v1/embeddings"): (EmbeddingRequest, True),
     ("post", "/v1/sessions/{session_id}/resume"): (ResumeRequest, False),
     ("post", "/v1/tasks"): (TaskCreateRequest, True),
     ("post", "/v1/tasks/{task_id}/resume"): (TaskResumeRequest, False),
@@ -63,14 +69,33 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {  # (meth
 
 @meta_router.get("/v1/models")
 async def list_models(request: Request) -> ModelList:
+    """The chat models (agents, `auto`, the experts), then the embedding model."""
+    return ModelList(data=_model_cards(request))
+
+
+@meta_router.get("/v1/models/{model_id}")
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    """One model of the list; 404 `model_not_found` for any other id."""
+    cards = _model_cards(request)
+    card = next((c for c in cards if c.id == model_id), None)
+    if card is None:
+        raise UnknownModelError(f"The model `{model_id}` does not exist. Available: {', '.join(c.id for c in cards)}")
+    return card
+
+
+def _model_cards(request: Request) -> list[ModelCard]:
     service: ChatService = request.app.state.service
+    embeddings: EmbeddingService = request.app.state.embeddings
     descriptions = {
         AGENT_MODEL: "Chimera agent: router, then a ReAct loop with tools on the chosen expert.",
         **{kind.model: kind.description for kind in GRAPHS.values()},
         AUTO_MODEL: "Router picks one expert; no tools.",
         **{EXPERT_PREFIX + name: e.spec.description or f"The {name} expert." for name, e in service.experts.items()},
     }
-    return ModelList(data=[ModelCard(id=m, description=descriptions.get(m, "")) for m in served_models()])
+    chat = [ModelCard(id=m, description=descriptions.get(m, "")) for m in served_models()]
+    about = f"Embeddings (POST /v1/embeddings): the document search's embedder, {embeddings.max_tokens} word pieces."
+    embedding = ModelCard(id=embeddings.model, description=about)
+    return [*chat, embedding]
 
 
 @meta_router.get("/healthz")
@@ -99,9 +124,13 @@ def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
     app.state.spans = service.spans
     app.state.metrics = service.metrics
     app.state.engine_reports = service.engine_reports
+    app.state.embeddings = service.embeddings
+    app.state.sessions = service.sessions
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(session_router)
+    app.include_router(session_list_router)
+    app.include_router(embedding_router)
     app.include_router(task_router)
     app.include_router(trace_router)
     app.include_router(meta_router)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 
+from chimera.api.deadlines import Deadline
 from chimera.api.errors import APIError, to_api_error
 from chimera.api.protocol import (
     ChatCompletion,
@@ -47,15 +48,18 @@ async def chat_completions(request: Request) -> Response:
     span.set_attributes({"chimera.principal": principal.id, "chimera.tenant": principal.tenant})
     parent = trace.set_span_in_context(span)
     model = "unknown"  # until the body is read
+    deadline = Deadline.of(request)
     try:
-        wire = parse_chat_request(await read_body(request, limits), limits)
-        model = wire.model
-        span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
-        chat_request = to_chat_request(wire, limits, principal, request.headers.get("x-session-id"))
-        chat = await metered(request.app.state.limiter, principal, lambda: service.start(chat_request, parent=parent))
+        async with deadline.enforced():
+            wire = parse_chat_request(await read_body(request, limits), limits)
+            model = wire.model
+            span.set_attributes({"chimera.model": wire.model, "chimera.stream": wire.stream})
+            chat_request = to_chat_request(wire, limits, principal, request.headers.get("x-session-id"))
+            limiter = request.app.state.limiter
+            chat = await metered(limiter, principal, lambda: service.start(chat_request, parent=parent))
     except Exception as e:
         raise counted(request, model, failed(span, e)) from e
-    return await respond(request, chat, wire.model, span, stream=wire.stream,
+    return await respond(request, deadline.bound(chat), wire.model, span, stream=wire.stream,
                          include_usage=bool(wire.stream_options and wire.stream_options.include_usage))  # fmt: skip
 
 

@@ -7,13 +7,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chimera.agents.runs import InvalidInterruptError, NothingToResumeError
+from chimera.api.deadlines import DeadlineExceededError
 from chimera.api.protocol import error_payload
 from chimera.chat import OverloadedError, UnknownModelError
+from chimera.embeddings import EmbeddingInputError
 from chimera.errors import ChimeraError
 from chimera.identity.keys import AuthenticationError, KeyStoreError
 from chimera.identity.limits import LimitError, RateLimitedError
-from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionNotFoundError
-from chimera.models.engine.base import EngineError, EngineUnavailableError, PromptTooLongError
+from chimera.memory.checkpoint.base import CheckpointError
+from chimera.memory.long_context.base import LongMemoryError
+from chimera.memory.sessions.base import (
+    InvalidSessionIdError,
+    SessionError,
+    SessionNotFoundError,
+    UnknownCursorError,
+)
+from chimera.models.engine.base import EngineError, EngineUnavailableError, PromptTooLongError, UnsupportedSchemaError
 from chimera.spans.otlp import OtlpDecodeError
 from chimera.spans.store import InvalidSpanError, InvalidTraceQueryError, SpanStoreError, TraceNotFoundError
 from chimera.tasks.model import (
@@ -57,6 +66,10 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(404, str(e), param="model", code="model_not_found")
         case PromptTooLongError():
             return APIError(400, str(e), param="messages", code="context_length_exceeded")
+        case UnsupportedSchemaError():
+            return APIError(400, str(e), param="response_format.json_schema.schema", code="invalid_json_schema")
+        case EmbeddingInputError():
+            return APIError(400, str(e), param=e.param, code="invalid_value")
         case InvalidInterruptError():
             return APIError(400, str(e), param="interrupt_before", code="invalid_value")
         case TaskInputTooLargeError():
@@ -85,6 +98,8 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=1)
         case NothingToResumeError():
             return APIError(409, str(e), code="nothing_to_resume")
+        case UnknownCursorError():
+            return APIError(400, str(e), param="after", code="invalid_cursor")
         case InvalidSessionIdError():
             return APIError(400, str(e), param="x-session-id", code="invalid_session_id")
         case SessionNotFoundError():
@@ -95,9 +110,11 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(429, str(e), "rate_limit_error", code=e.limit, retry_after_s=e.retry_after_s)
         case KeyStoreError() | LimitError():
             return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=1)
+        case DeadlineExceededError():
+            return APIError(504, str(e), "timeout_error", code="deadline_exceeded")
         case OverloadedError():
             return APIError(503, str(e), "service_unavailable", code="overloaded", retry_after_s=1)
-        case EngineUnavailableError() | SessionError():
+        case EngineUnavailableError() | SessionError() | LongMemoryError() | CheckpointError():
             return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=5)
         case EngineError():
             return APIError(500, str(e), "engine_error")

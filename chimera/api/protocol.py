@@ -1,9 +1,11 @@
-"""OpenAI chat-completions wire models. Tolerant of extra fields, like vLLM's protocol.py: clients send many."""
+"""OpenAI chat-completions wire models. Tolerant of extra fields while parsing, like vLLM's protocol.py (clients send
+many); a chat or embeddings request's unknown top-level field is then refused by the API (`refuse_unknown_fields`),
+as OpenAI does, where vLLM only logs it: a parameter is honoured or refused, never dropped without a word."""
 
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -19,6 +21,7 @@ class RequestMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_call_id: str | None = Field(None, description="`role: tool` only, required there: the call it answers.")
 
     def text(self) -> str:
         """Plain text of the message; only text parts are supported."""
@@ -34,7 +37,29 @@ class StreamOptions(_Wire):
     include_usage: bool = False
 
 
+class JsonSchemaSpec(_Wire):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The schema's name.")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="A JSON Schema (draft 2020-12 unless `$schema`).")
+    strict: bool | None = Field(None, description="Guided decoding always holds the output to the schema.")
+
+
+class ResponseFormat(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = Field(None, description="With `type: json_schema` (required there).")
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> "ResponseFormat":
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only there")
+        return self
+
+
 class ChatCompletionRequest(_Wire):
+    """The accepted fields; any other top-level field is refused (400 `unrecognized_parameter`), as OpenAI does."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
+
     model: str = Field(min_length=1)
     messages: list[RequestMessage] = Field(min_length=1)
     stream: bool = False
@@ -47,7 +72,21 @@ class ChatCompletionRequest(_Wire):
     seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="64-bit sampling seed.")
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence (benchmarks).")
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
-    user: str | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="`json_object` or `json_schema`: the output is JSON (of that schema) by guided decoding. "
+        "Expert models and `auto` only; an invalid schema is a 400.",
+    )
+    logprobs: bool | None = Field(None, description="Not supported yet: `true` is a 400.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Not supported yet: a 400 when set.")
+    tools: list[dict[str, Any]] | None = Field(
+        None, description='Function calling is not supported yet: a 400, unless `tool_choice` is "none".'
+    )
+    tool_choice: str | dict[str, Any] | None = Field(None, description='Only "none" is accepted.')
+    parallel_tool_calls: bool | None = Field(None, description='Only with `tool_choice` "none".')
+    user: str | None = Field(None, description="The end user, for the caller's own records; accepted.")
     interrupt_before: list[str] | None = Field(
         None,
         max_length=8,
@@ -66,6 +105,20 @@ class ChatCompletionRequest(_Wire):
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class EmbeddingRequest(_Wire):
+    """POST /v1/embeddings. Any other top-level field is refused (400 `unrecognized_parameter`)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
+
+    input: str | list[str] = Field(description="A text, or a list of texts (each embedded on its own).")
+    model: str = Field(min_length=1, description="The embedding model's id (see /v1/models).")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`base64`: each vector as little-endian float32 bytes, base64-encoded."
+    )
+    dimensions: int | None = Field(None, gt=0, description="Only the model's own dimension is accepted.")
+    user: str | None = Field(None, description="The end user, for the caller's own records; accepted.")
 
 
 class ResumeRequest(_Wire):

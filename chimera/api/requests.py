@@ -2,14 +2,15 @@
 
 import asyncio
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import jsonschema
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from chimera.api.errors import APIError
-from chimera.api.protocol import ChatCompletionRequest
-from chimera.chat import ChatRequest
+from chimera.api.protocol import ChatCompletionRequest, JsonSchemaSpec, ResponseFormat
+from chimera.chat import AGENT_GRAPHS, ChatRequest
 from chimera.config import ServerConfig
 from chimera.identity.principal import Principal
 from chimera.messages import ChatMessage
@@ -67,12 +68,74 @@ def decode_body(body: bytes, model: type[W]) -> W:
         raise APIError(400, f"{param}: {first['msg']}", param=param, code="invalid_value") from e
 
 
+def refuse_unknown_fields(request: W) -> W:
+    """`request` if it has no field its model does not declare; else a 400 naming the first (as OpenAI does: a
+    parameter that would be ignored is refused, never silently dropped)."""
+    unknown = next(iter(request.model_extra or {}), None)
+    if unknown is not None:
+        raise APIError(400, f"unrecognized request argument: {unknown}", param=unknown, code="unrecognized_parameter")
+    return request
+
+
 def parse_chat_request(body: bytes, limits: ServerConfig) -> ChatCompletionRequest:
-    """Decode and validate; every failure is a 400 (413 for an oversized prompt) with the offending field."""
-    request = decode_body(body, ChatCompletionRequest)
+    """Decode and validate; every failure is a 400 (413 for an oversized prompt) with the offending field, and so
+    is every parameter that would not be honoured."""
+    request = refuse_unknown_fields(decode_body(body, ChatCompletionRequest))
     if len(request.messages) > limits.max_messages:
         raise APIError(400, f"at most {limits.max_messages} messages per request", param="messages")
+    _refuse_unsupported(request)
     return request
+
+
+def _refuse_unsupported(request: ChatCompletionRequest) -> None:
+    """400 `unsupported_parameter` for what is not implemented yet (function calling unless `tool_choice` is
+    "none", log probabilities), 400 `invalid_value` for combinations OpenAI refuses too."""
+    if request.tool_choice != "none":
+        for param in ("tools", "tool_choice", "parallel_tool_calls"):
+            value = getattr(request, param)
+            if value is not None and value != []:
+                raise APIError(400, f'{param}: function calling is not supported yet (only tool_choice "none")',
+                               param=param, code="unsupported_parameter")  # fmt: skip
+    if request.logprobs:
+        raise APIError(400, "logprobs: log probabilities are not supported yet", param="logprobs",
+                       code="unsupported_parameter")  # fmt: skip
+    if request.top_logprobs is not None:
+        raise APIError(400, "top_logprobs: log probabilities are not supported yet", param="top_logprobs",
+                       code="unsupported_parameter")  # fmt: skip
+    if request.stream_options is not None and not request.stream:
+        raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options",
+                       code="invalid_value")  # fmt: skip
+    for i, m in enumerate(request.messages):
+        if m.role == "tool" and not m.tool_call_id:
+            raise APIError(400, f"messages.{i}: a tool message needs the tool_call_id of the call it answers",
+                           param=f"messages.{i}.tool_call_id", code="invalid_value")  # fmt: skip
+
+
+def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The JSON schema `response_format` holds the answer to (None: free text); an invalid schema is a 400."""
+    match request.response_format:
+        case ResponseFormat(type="json_object"):
+            return {"type": "object"}
+        case ResponseFormat(type="json_schema", json_schema=JsonSchemaSpec() as spec):
+            return _checked_schema(spec.schema_)
+    return None
+
+
+def _checked_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` if it is valid against its metaschema (`$schema`'s, draft 2020-12 by default); else a 400."""
+    param = "response_format.json_schema.schema"
+    declared = schema.get("$schema")
+    if declared is not None and not isinstance(declared, str):
+        raise APIError(400, f"{param}: $schema must be a metaschema's URI", param=param, code="invalid_json_schema")
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        where = "".join(f"[{p!r}]" for p in e.path)
+        raise APIError(400, f"{param}{where} is not a valid JSON schema: {e.message}", param=param,
+                       code="invalid_json_schema") from e  # fmt: skip
+    except RecursionError as e:
+        raise APIError(400, f"{param} is nested too deeply", param=param, code="invalid_json_schema") from e
+    return schema
 
 
 def to_chat_request(
@@ -106,6 +169,13 @@ def to_chat_request(
         stop=request.stop_tuple(),
         seed=request.seed,
         ignore_eos=request.ignore_eos,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
     )
     interrupts = tuple(request.interrupt_before) if request.interrupt_before is not None else None
-    return ChatRequest(request.model, messages, sampling, session_id, interrupts, principal)
+    schema = response_schema(request)
+    if schema is not None and request.model in AGENT_GRAPHS:
+        raise APIError(400, f"response_format: {request.model} is an agent, whose answers are free text; JSON "
+                       "output is for `auto` and the expert models", param="response_format",
+                       code="unsupported_parameter")  # fmt: skip
+    return ChatRequest(request.model, messages, sampling, session_id, interrupts, principal, json_schema=schema)

@@ -5,6 +5,7 @@ from fastapi.responses import Response
 from opentelemetry import trace
 
 from chimera.api.chat_routes import counted, failed, metered, respond
+from chimera.api.deadlines import Deadline
 from chimera.api.protocol import ResumeRequest
 from chimera.api.requests import decode_body, read_body
 from chimera.chat import ChatService
@@ -33,18 +34,21 @@ async def resume(session_id: str, request: Request) -> Response:
     principal: Principal = request.state.principal
     limiter: Limiter = request.app.state.limiter
     span = _tracer.start_span("POST /v1/sessions/resume", kind=trace.SpanKind.SERVER)
+    deadline = Deadline.of(request)
     try:
-        wire = _parse(await read_body(request, limits))
-        span.set_attributes({"chimera.session": session_id, "chimera.approve": wire.approve,
-                             "chimera.principal": principal.id, "chimera.tenant": principal.tenant})  # fmt: skip
-        parent = trace.set_span_in_context(span)
-        chat = await metered(
-            limiter, principal, lambda: service.resume(session_id, principal, approve=wire.approve, parent=parent)
-        )
+        async with deadline.enforced():
+            wire = _parse(await read_body(request, limits))
+            span.set_attributes({"chimera.session": session_id, "chimera.approve": wire.approve,
+                                 "chimera.principal": principal.id, "chimera.tenant": principal.tenant})  # fmt: skip
+            parent = trace.set_span_in_context(span)
+            chat = await metered(
+                limiter, principal, lambda: service.resume(session_id, principal, approve=wire.approve, parent=parent)
+            )
     except Exception as e:
         raise counted(request, "unknown", failed(span, e)) from e  # the run's model is known once it starts
     include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
-    return await respond(request, chat, chat.model, span, stream=wire.stream, include_usage=include_usage)
+    return await respond(request, deadline.bound(chat), chat.model, span, stream=wire.stream,
+                         include_usage=include_usage)  # fmt: skip
 
 
 def _parse(body: bytes) -> ResumeRequest:

@@ -1,6 +1,7 @@
 """`chimera serve`, `chimera chat` and `chimera models prepare`: run the server, talk to it, provision its models."""
 
 import argparse
+import contextlib
 
 from chimera.config import ChimeraConfig
 
@@ -29,6 +30,7 @@ def _serve(config: ChimeraConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
     from chimera.api.app import create_app
+    from chimera.api.uvicorn_server import uvicorn_config
     from chimera.runtime import Runtime
 
     server = config.server.model_copy(
@@ -38,11 +40,12 @@ def _serve(config: ChimeraConfig, args: argparse.Namespace) -> int:
     try:
         app = create_app(runtime.start(), config.server)
         print(f"Chimera serving on http://{server.host}:{server.port}", flush=True)
-        uvicorn.run(app, host=server.host, port=server.port, log_level="warning", timeout_graceful_shutdown=10,
-                    limit_concurrency=server.max_connections, timeout_keep_alive=5)  # fmt: skip
+        http = uvicorn.Server(uvicorn_config(app, server, host=server.host, port=server.port))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the server, then is raised again (as uvicorn.run)
+            http.run()
     finally:
         runtime.stop()
-    return 0
+    return 0 if http.started else 1
 
 
 def _chat(config: ChimeraConfig, args: argparse.Namespace) -> int:

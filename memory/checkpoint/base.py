@@ -18,16 +18,24 @@ class CorruptCheckpointError(CheckpointError):
     """A stored checkpoint, channel value or pending write could not be decoded."""
 
 
-def session_config(session_id: str) -> RunnableConfig:
+TTL_KEY = "chimera_ttl_s"  # in a run config's `configurable`: the expiry of the thread's keys, for this run
+
+
+def session_config(session_id: str, *, ttl_s: int | None = None) -> RunnableConfig:
     """The LangGraph run config that checkpoints a graph under a Chimera session.
 
     Args:
         session_id: The session id (1–128 characters of `A-Za-z0-9._:-`), used as the thread id.
+        ttl_s: The thread's keys expire this many seconds after this run's last write, instead of the saver's
+            `ttl_s` (a one-shot request's run: its session expires soon too). None: the saver's.
 
     Returns:
-        `{"configurable": {"thread_id": session_id}}`, for `graph.invoke` / `graph.ainvoke`.
+        `{"configurable": {"thread_id": session_id}}` (and the expiry), for `graph.invoke` / `graph.ainvoke`.
 
     Raises:
         InvalidSessionIdError: The id is not a valid session id.
     """
-    return {"configurable": {"thread_id": check_session_id(session_id)}}
+    configurable: dict[str, str | int] = {"thread_id": check_session_id(session_id)}
+    if ttl_s is not None:
+        configurable[TTL_KEY] = ttl_s
+    return {"configurable": configurable}

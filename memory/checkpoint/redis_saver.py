@@ -50,7 +50,7 @@ from chimera.memory.checkpoint._records import (
     pack_record,
     pack_write,
 )
-from chimera.memory.checkpoint.base import CheckpointError
+from chimera.memory.checkpoint.base import TTL_KEY, CheckpointError
 
 
 class RedisCheckpointSaver(BaseCheckpointSaver[str]):
@@ -60,7 +60,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         url: Redis URL (`redis://host:port/db` or `unix:///path/redis.sock`).
         key_prefix: Start of every key this saver writes; savers with different prefixes never meet.
         ttl_s: If set, a thread's keys expire this many seconds after its last write (every `put` and
-            `put_writes` renews the whole thread, so no checkpoint outlives the values it references).
+            `put_writes` renews the whole thread, so no checkpoint outlives the values it references). A run
+            may set its own in its config (`session_config(session, ttl_s=...)`).
         serde: Serializer for checkpoints, channel values and writes; LangGraph's default if `None`.
 
     A client is opened per event loop (redis.asyncio connections belong to the loop that opened them): one
@@ -188,7 +189,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                     pipe.hset(keys.blobs, mapping=blobs)
                 pipe.hset(keys.checkpoints, member, pack_record(record))
                 pipe.zadd(keys.order, {member: 0})
-                self._renew(pipe, keys)
+                self._renew(pipe, keys, config)
                 await pipe.execute()
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
 
@@ -218,7 +219,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                     else:
                         pipe.hsetnx(keys.writes, field, payload)
                 pipe.zadd(keys.write_order, dict.fromkeys((field for field, _, _ in packed), 0))
-                self._renew(pipe, keys)
+                self._renew(pipe, keys, config)
                 await pipe.execute()
 
     async def adelete_thread(self, thread_id: str) -> None:
@@ -286,11 +287,13 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     def _keys(self, thread_id: str) -> ThreadKeys:
         return ThreadKeys.of(self.key_prefix, thread_id)
 
-    def _renew(self, pipe: Pipeline, keys: ThreadKeys) -> None:
-        """Queue the EXPIREs that keep a thread's keys alive `ttl_s` past this write (all of them, together)."""
-        if self.ttl_s is not None:
+    def _renew(self, pipe: Pipeline, keys: ThreadKeys, config: RunnableConfig | None = None) -> None:
+        """Queue the EXPIREs that keep a thread's keys alive `ttl_s` past this write (all of them, together); a
+        run config may set its own expiry (`session_config(..., ttl_s=...)`)."""
+        ttl_s = (config or {}).get("configurable", {}).get(TTL_KEY) or self.ttl_s
+        if ttl_s is not None:
             for key in keys.all():
-                pipe.expire(key, self.ttl_s)
+                pipe.expire(key, ttl_s)
 
     async def _thread_ids(self, r: aioredis.Redis) -> list[str]:
         found = {

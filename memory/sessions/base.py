@@ -2,6 +2,7 @@
 
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from chimera.errors import ChimeraError
 from chimera.messages import ChatMessage
@@ -19,6 +20,19 @@ class InvalidSessionIdError(SessionError):
 
 class SessionNotFoundError(SessionError):
     """No session of the caller's has this id (it may be another principal's: that is not said)."""
+
+
+class UnknownCursorError(SessionError):
+    """A listing's `after` names no session in the owner's list (expired, deleted, or never theirs)."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session as a listing shows it."""
+
+    id: str
+    updated_at: float  # Unix time of its last claim or appended turn
+    messages: int  # turns stored (at most the store's `max_messages`)
 
 
 def check_session_id(session_id: str) -> str:
@@ -51,7 +65,16 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def delete(self, session_id: str) -> None:
-        """Forget the session and its owner."""
+        """Forget the session and its owner (and drop it from its owner's list)."""
+
+    @abstractmethod
+    async def owned_by(self, owner: str, *, limit: int, after: str | None = None) -> tuple[list[SessionInfo], bool]:
+        """`owner`'s live sessions, most recently used first, at most `limit` of them after the session `after`;
+        and whether more follow.
+
+        Raises:
+            UnknownCursorError: `after` is not in the owner's list.
+        """
 
     @abstractmethod
     async def close(self) -> None:

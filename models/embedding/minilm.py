@@ -45,6 +45,20 @@ class SentenceEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    @property
+    def dim(self) -> int:
+        """The length of each embedding."""
+        model = self._load()  # sentence-transformers 5 renamed the method
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = dimension()
+        assert dim is not None
+        return int(dim)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces of each whole text, its special tokens included (what `max_tokens` bounds)."""
+        encoded = self._load().tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
     def _load(self) -> "SentenceTransformer":
         if self._model is None:
             from sentence_transformers import SentenceTransformer

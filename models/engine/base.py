@@ -27,6 +27,10 @@ class EngineUnavailableError(EngineError):
     """The engine is not running or died."""
 
 
+class UnsupportedSchemaError(EngineError):
+    """The engine cannot guide decoding by the request's JSON schema (a feature its grammar backend lacks)."""
+
+
 class GenerationRequest(BaseModel):
     """One generation: a conversation, sampling, and optionally a JSON schema the output must satisfy."""
 
@@ -40,6 +44,8 @@ class GenerationRequest(BaseModel):
     stop: tuple[str, ...] = Field((), description="Strings that end generation.")
     seed: int | None = Field(None, description="Sampling seed.")
     ignore_eos: bool = Field(False, description="Generate `max_tokens` even past end-of-sequence (benchmarks).")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens already generated.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty by how often a token was generated.")
     json_schema: dict[str, Any] | None = Field(None, description="Guided decoding: output is JSON of this schema.")
     traceparent: str | None = Field(None, description="W3C traceparent of the caller's span.")
 

@@ -12,6 +12,7 @@ from chimera.models.engine.base import (
     GenerationRequest,
     LLMEngine,
     PromptTooLongError,
+    UnsupportedSchemaError,
 )
 from chimera.models.specs import EngineSpec
 
@@ -80,6 +81,8 @@ class VLLMEngine(LLMEngine):
             stop=list(request.stop) or None,
             seed=request.seed,
             ignore_eos=request.ignore_eos,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=(
                 StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
@@ -114,6 +117,10 @@ class VLLMEngine(LLMEngine):
                 )
         except EngineDeadError as e:
             raise EngineUnavailableError(f"engine for {self.model_name} died: {e}") from e
+        except _request_errors() as e:
+            if request.json_schema is None:
+                raise
+            raise UnsupportedSchemaError(f"{self.model_name} cannot guide decoding by this JSON schema: {e}") from e
         finally:
             if not finished:  # the consumer went away (client disconnect, cancel): free the sequence now
                 await engine.abort(request.request_id)
@@ -140,3 +147,13 @@ class VLLMEngine(LLMEngine):
         if self._engine is None:
             raise EngineUnavailableError(f"engine for {self.model_name} is not started")
         return self._engine
+
+
+def _request_errors() -> tuple[type[Exception], ...]:
+    """What vLLM raises for a request it refuses (its grammar backends' schema checks among them): `ValueError`
+    in older releases, `VLLMClientError` in newer ones."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (ValueError, VLLMClientError)

@@ -6,7 +6,9 @@ turns; every append (re)sets the session's expiry to `ttl_s` (or to its own `ttl
 other's turns; `load` of an unknown session is `[]`; `delete` forgets one session (and its owner) and leaves the
 others; the first `claim` of a session makes its owner, later claims by others fail, also when they race; every
 method refuses an id outside 1–128 characters of `A-Za-z0-9._:-` with `InvalidSessionIdError` (a `SessionError`)
-before touching storage; concurrent appends to one session lose nothing.
+before touching storage; concurrent appends to one session lose nothing; `owned_by` lists an owner's sessions of
+the store's expiry, most recently used first, in pages after a cursor (`UnknownCursorError` for one not listed),
+never another owner's nor a deleted one, and a session with a shorter expiry only once a turn gives it the store's.
 
 A backend runs it by subclassing `SessionStoreContract` in a `test_*.py` file and providing:
 
@@ -22,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionStore
+from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionStore, UnknownCursorError
 from chimera.messages import ChatMessage
 
 MakeStore = Callable[[int, int], AbstractAsyncContextManager[SessionStore]]
@@ -145,3 +147,29 @@ class SessionStoreContract:
             assert await store.owner(sid) == owner
             await store.delete(sid)
             assert await store.owner(sid) is None and await store.claim(sid, "someone-else")
+
+    async def test_an_owner_lists_their_sessions_most_recently_used_first(self, make_store: MakeStore) -> None:
+        alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
+        first, second, third, bobs, short = session(), session(), session(), session(), session()
+        async with make_store(60, 10) as store:
+            for sid in (first, second, third):
+                assert await store.claim(sid, alice)
+                await store.append(sid, [msg("user", "hi"), msg("assistant", "hello")])
+            assert await store.claim(bobs, bob) and await store.claim(short, alice, ttl_s=20)
+            await store.append(short, [msg("user", "one-shot")], ttl_s=20)
+            await store.append(first, [msg("user", "again")])  # used last
+            listed, more = await store.owned_by(alice, limit=10)
+            assert [s.id for s in listed] == [first, third, second] and not more
+            assert [s.messages for s in listed] == [3, 2, 2]
+            assert listed[0].updated_at >= listed[1].updated_at >= listed[2].updated_at
+            page, more = await store.owned_by(alice, limit=2)
+            assert [s.id for s in page] == [first, third] and more
+            page, more = await store.owned_by(alice, limit=2, after=third)
+            assert [s.id for s in page] == [second] and not more
+            with pytest.raises(UnknownCursorError):
+                await store.owned_by(alice, limit=2, after=bobs)
+            await store.delete(third)
+            await store.append(short, [msg("user", "continued")])  # now of the store's expiry: listed
+            assert [s.id for s in (await store.owned_by(alice, limit=10))[0]] == [short, first, second]
+            assert [s.id for s in (await store.owned_by(bob, limit=10))[0]] == [bobs]
+            assert await store.owned_by(f"nobody-{uuid.uuid4().hex}", limit=10) == ([], False)

@@ -1,7 +1,9 @@
 """The official OpenAI client against a real Chimera server: chat, streaming, usage, models, headers."""
 
+import json
 import time
 
+import jsonschema
 import openai
 import pytest
 
@@ -24,6 +26,7 @@ def test_models_lists_agent_router_and_experts(client: openai.OpenAI) -> None:
         "chimera-math",
         "chimera-text",
         "chimera-chat",
+        "all-minilm-l6-v2",
     }
 
 
@@ -93,3 +96,16 @@ def test_max_tokens_is_honoured(client: openai.OpenAI) -> None:
     )
     assert completion.usage.completion_tokens == 5
     assert completion.choices[0].finish_reason == "length"
+
+
+def test_json_schema_output_is_held_to_the_schema_by_guided_decoding(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}}, "required": ["city"],
+              "additionalProperties": False}  # fmt: skip
+    completion = client.chat.completions.create(
+        model="chimera-chat",
+        messages=[{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema, "strict": True}},
+        max_tokens=48,
+        temperature=0,
+    )
+    jsonschema.validate(json.loads(completion.choices[0].message.content or ""), schema)

@@ -1,21 +1,40 @@
 """The service under test behind HTTP, without Ray or vLLM: in-process through httpx's ASGI transport (fast, no
-sockets), or behind real uvicorn in a thread (sockets that close, fuzzers that speak HTTP)."""
+sockets), or behind real uvicorn in a thread, set up as `chimera serve` sets it up (sockets that close, fuzzers
+that speak HTTP, the connection limits)."""
 
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 
 from chimera.api.app import create_app
-from chimera.config import ChimeraConfig
+from chimera.api.uvicorn_server import uvicorn_config
+from chimera.config import ChimeraConfig, load_config
 from chimera.guardrails.base import Rails
 from chimera.models.engine.base import LLMEngine
 from chimera.models.router.base import Router
 from chimera.models.router.heuristic import HeuristicRouter
 from chimera.service import Service, build_service
+
+LOCAL_CONFIG = Path(__file__).parents[2] / "configs" / "local.yaml"
+
+
+def local_config(data_dir: Path, **sections: dict[str, Any]) -> ChimeraConfig:
+    """`configs/local.yaml` with its data dir at `data_dir` and the given top-level sections merged into its own
+    (written to `data_dir/config.yaml` and loaded, as `chimera --config` would)."""
+    raw = yaml.safe_load(LOCAL_CONFIG.read_text())
+    raw["data_dir"] = str(data_dir)
+    for name, values in sections.items():
+        raw[name] = {**(raw.get(name) or {}), **values}
+    path = data_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
 
 
 @asynccontextmanager
@@ -57,9 +76,8 @@ class _ServerThread(threading.Thread):
         engines = {name: self.engine for name in self.config.engines}
         service = build_service(self.config, engines, redis_url=self.redis_url, rails=self.rails,
                                 router=self.router)  # fmt: skip
-        self.server = uvicorn.Server(
-            uvicorn.Config(create_app(service, self.config.server), host="127.0.0.1", port=0, log_level="warning")
-        )
+        app = create_app(service, self.config.server)
+        self.server = uvicorn.Server(uvicorn_config(app, self.config.server, host="127.0.0.1", port=0))
         serving = asyncio.create_task(self.server.serve())
         while not self.server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no "started" event)
             await asyncio.sleep(0.05)

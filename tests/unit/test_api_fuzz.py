@@ -43,7 +43,9 @@ def api_schema(url: str) -> schemathesis.BaseSchema:
 
 
 OPERATIONS = [("post", "/v1/chat/completions"), ("post", "/v1/sessions/{session_id}/resume"),
-              ("get", "/v1/sessions/{session_id}/run"), ("get", "/v1/models"), ("get", "/healthz"),
+              ("get", "/v1/sessions/{session_id}/run"), ("get", "/v1/sessions"), ("get", "/v1/sessions/{session_id}"),
+              ("delete", "/v1/sessions/{session_id}"), ("post", "/v1/embeddings"), ("get", "/v1/models"),
+              ("get", "/v1/models/{model_id}"), ("get", "/healthz"),
               ("post", "/v1/tasks"), ("get", "/v1/tasks"), ("get", "/v1/tasks/{task_id}"),
               ("post", "/v1/tasks/{task_id}/cancel"), ("post", "/v1/tasks/{task_id}/resume"),
               ("delete", "/v1/tasks/{task_id}"), ("get", "/v1/tasks/{task_id}/events"),

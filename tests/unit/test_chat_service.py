@@ -84,7 +84,7 @@ async def test_an_answer_is_stored_in_its_session_and_the_next_turn_sees_it(stac
     assert await stack.history("svc-continue") == [*seen, ("assistant", "Your name is Ada.")]
 
 
-async def test_a_one_shot_request_leaves_its_session_for_an_hour_and_a_continued_one_for_days(
+async def test_a_one_shot_request_leaves_its_session_for_minutes_and_a_continued_one_for_days(
     stack: Stack, config: ChimeraConfig, redis_url: str
 ) -> None:
     stack.engine.replies += ["Hello.", "Hello again."]
