@@ -6,10 +6,12 @@ answer. Each `--sample-s` the API process's RSS and open file descriptors (the p
 show up separately in `/proc`; the API process is the one that grows if anything leaks there) and the Redis key
 count are sampled. Prints JSON and writes it to bench/results/.
 
-    python bench/soak.py --config configs/local.yaml [--clients 32] [--minutes 10]
+    python bench/soak.py --config configs/local.yaml [--clients 32] [--minutes 10] [--unnamed-ttl-s 120]
 
 Goal (issue 21): 0 errors; flat RSS, file descriptors and Redis key counts (the last sample within a few percent of
-the one after warm-up; Redis keys bounded by `redis.unnamed_session_ttl_s`, not growing with requests).
+the one after warm-up; Redis keys bounded by `redis.unnamed_session_ttl_s`, not growing with requests). One-shot
+sessions' keys live for that TTL, so they can only level off after it: warm-up is the first sample past it
+(`--unnamed-ttl-s` sets it in the soak's copy of the config, so a 10-minute run can show the plateau).
 """
 
 import argparse
@@ -81,7 +83,9 @@ async def _client(http: httpx.AsyncClient, stop: float, counts: dict[str, int], 
             errors.append(f"{type(e).__name__}: {e}")
 
 
-async def soak(url: str, pid: int, redis_url: str, clients: int, seconds: float, sample_s: float) -> dict[str, Any]:
+async def soak(
+    url: str, pid: int, redis_url: str, clients: int, seconds: float, sample_s: float, warm_up_s: float
+) -> dict[str, Any]:
     counts: dict[str, int] = {"requests": 0}
     errors: list[str] = []
     samples: list[dict[str, Any]] = []
@@ -97,7 +101,7 @@ async def soak(url: str, pid: int, redis_url: str, clients: int, seconds: float,
             print(json.dumps(samples[-1]), flush=True)
         await asyncio.gather(*workers)
     keys.close()
-    warm = samples[min(1, len(samples) - 1)]
+    warm = next((x for x in samples if x["t_s"] >= warm_up_s), samples[-1])
     last = samples[-1]
     growth = {k: round(last[k] / warm[k], 3) if warm[k] else None for k in ("rss_kib", "fds", "redis_keys")}
     return {
@@ -106,6 +110,7 @@ async def soak(url: str, pid: int, redis_url: str, clients: int, seconds: float,
         "requests": counts["requests"],
         "errors": len(errors),
         "first_errors": errors[:10],
+        "warm_up_s": warm["t_s"],
         "growth_after_warmup": growth,
         "samples": samples,
     }
@@ -117,6 +122,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--sample-s", type=float, default=30.0)
+    parser.add_argument(
+        "--unnamed-ttl-s", type=int, help="redis.unnamed_session_ttl_s for the soak (default: the config's)"
+    )
     args = parser.parse_args()
 
     config = load_config(args.config)
@@ -124,13 +132,16 @@ def main() -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(Path(args.config).read_text())
     raw["data_dir"] = str(data_dir)
+    if args.unnamed_ttl_s is not None:
+        raw["redis"] = {**(raw.get("redis") or {}), "unnamed_session_ttl_s": args.unnamed_ttl_s}
     config_path = data_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw))
+    ttl = load_config(config_path).redis.unnamed_session_ttl_s
     port = free_port()
     with ServerProcess(config_path, port, data_dir / "server.log"):
         redis_url = config.redis.url or f"unix://{data_dir / 'redis' / 'redis.sock'}"
         result = asyncio.run(soak(f"http://127.0.0.1:{port}", _api_pid(port), redis_url, args.clients,
-                                  args.minutes * 60, args.sample_s))  # fmt: skip
+                                  args.minutes * 60, args.sample_s, warm_up_s=ttl + args.sample_s))  # fmt: skip
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
     result["when"] = datetime.now(UTC).isoformat(timespec="seconds")
     RESULTS.mkdir(exist_ok=True)
