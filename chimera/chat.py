@@ -32,6 +32,7 @@ from chimera.models.engine.base import EngineUnavailableError
 from chimera.models.expert import Completion, Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
+from chimera.sessions import owned
 from chimera.tools.base import Scope
 from chimera.tools.search.types import Citation
 
@@ -241,7 +242,7 @@ class ChatService:
         Raises:
             InvalidSessionIdError, SessionNotFoundError, NothingToResumeError: mapped to HTTP by the API.
         """
-        await self._owned(session_id, principal, "resume", parent)
+        await owned(self.sessions, session_id, principal, "resume", parent)
         audit("run_resumed", principal.id, context=parent, session=session_id, approve=approve)
         settings, run = await self.runs.resume(session_id, approve=approve, parent=parent)
         finished = self._finish(run, [], session_id, settings.expert, parent)
@@ -255,16 +256,7 @@ class ChatService:
         Raises:
             InvalidSessionIdError, SessionNotFoundError: mapped to HTTP by the API.
         """
-        return await self.runs.status(await self._owned(session_id, principal, "run_status"))
-
-    async def _owned(self, session_id: str, principal: Principal, action: str, parent: Context | None = None) -> str:
-        """`session_id` if `principal` owns it; another's session is as unknown as one that never existed."""
-        owner = await self.sessions.owner(check_session_id(session_id))
-        if owner != principal.id:
-            if owner is not None:
-                audit("foreign_session", principal.id, context=parent, session=session_id, action=action)
-            raise SessionNotFoundError(f"no session {session_id}")
-        return session_id
+        return await self.runs.status(await owned(self.sessions, session_id, principal, "run_status"))
 
     async def _finish(
         self,

@@ -3,11 +3,30 @@
 
 from dataclasses import dataclass
 
+from opentelemetry.context import Context
+
 from chimera.agents.runs import AgentRuns, RunStatus
 from chimera.identity.audit import audit
 from chimera.identity.principal import Principal
 from chimera.memory.sessions.base import SessionInfo, SessionNotFoundError, SessionStore, check_session_id
 from chimera.messages import ChatMessage
+
+
+async def owned(
+    store: SessionStore, session_id: str, principal: Principal, action: str, parent: Context | None = None
+) -> str:
+    """`session_id` if `principal` owns it; another's session is as unknown as one that never existed (its
+    attempt is audited).
+
+    Raises:
+        InvalidSessionIdError, SessionNotFoundError.
+    """
+    owner = await store.owner(check_session_id(session_id))
+    if owner != principal.id:
+        if owner is not None:
+            audit("foreign_session", principal.id, context=parent, session=session_id, action=action)
+        raise SessionNotFoundError(f"no session {session_id}")
+    return session_id
 
 
 @dataclass(frozen=True)
@@ -42,7 +61,7 @@ class SessionService:
         Raises:
             InvalidSessionIdError, SessionNotFoundError: mapped to HTTP by the API.
         """
-        await self._owned(session_id, principal, "read_session")
+        await owned(self.store, session_id, principal, "read_session")
         return SessionView(session_id, await self.store.load(session_id), await self.runs.status(session_id))
 
     async def delete(self, session_id: str, principal: Principal) -> None:
@@ -52,17 +71,10 @@ class SessionService:
         Raises:
             InvalidSessionIdError, SessionNotFoundError, SessionError, LongMemoryError, CheckpointError.
         """
-        await self._owned(session_id, principal, "delete_session")
+        await owned(self.store, session_id, principal, "delete_session")
         if self.runs.memory is not None:
             await self.runs.memory.forget(session_id)
         if self.runs.checkpointer is not None:
             await self.runs.checkpointer.adelete_thread(session_id)
         await self.store.delete(session_id)
         audit("session_deleted", principal.id, session=session_id)
-
-    async def _owned(self, session_id: str, principal: Principal, action: str) -> None:
-        owner = await self.store.owner(check_session_id(session_id))
-        if owner != principal.id:
-            if owner is not None:
-                audit("foreign_session", principal.id, session=session_id, action=action)
-            raise SessionNotFoundError(f"no session {session_id}")

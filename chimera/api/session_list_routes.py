@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from chimera.agents.runs import RunStatus
 from chimera.api.errors import APIError
+from chimera.api.session_routes import run_json
 from chimera.sessions import SessionService
 
 router = APIRouter()
@@ -47,9 +47,3 @@ async def delete_session(session_id: str, request: Request) -> dict[str, Any]:
     """Forget the session: its turns, its agent run's checkpoints and its long-context memory."""
     await _sessions(request).delete(session_id, request.state.principal)
     return {"id": session_id, "object": "session.deleted", "deleted": True}
-
-
-def run_json(status: RunStatus) -> dict[str, Any]:
-    """A run's status as the API writes it (also GET /v1/sessions/{id}/run)."""
-    return {"session": status.session, "status": status.status, "graph": status.graph, "next": list(status.next),
-            "pending": [p.as_dict() for p in status.pending], "reason": status.reason}  # fmt: skip

@@ -1,9 +1,12 @@
 """Agent runs of a session: GET /v1/sessions/{id}/run (status), POST /v1/sessions/{id}/resume (go on)."""
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from opentelemetry import trace
 
+from chimera.agents.runs import RunStatus
 from chimera.api.chat_routes import counted, failed, metered, respond
 from chimera.api.deadlines import Deadline
 from chimera.api.protocol import ResumeRequest
@@ -18,10 +21,14 @@ _tracer = trace.get_tracer("chimera.api")
 
 
 @router.get("/v1/sessions/{session_id}/run")
-async def run_status(session_id: str, request: Request) -> dict[str, object]:
+async def run_status(session_id: str, request: Request) -> dict[str, Any]:
     """The session's last agent run: `none`, `done`, or `paused` (`reason`: approval, or interrupted)."""
     service: ChatService = request.app.state.service
-    status = await service.run_status(session_id, request.state.principal)
+    return run_json(await service.run_status(session_id, request.state.principal))
+
+
+def run_json(status: RunStatus) -> dict[str, Any]:
+    """A run's status as the API writes it (here and in GET /v1/sessions/{id})."""
     return {"session": status.session, "status": status.status, "graph": status.graph, "next": list(status.next),
             "pending": [p.as_dict() for p in status.pending], "reason": status.reason}  # fmt: skip
 
