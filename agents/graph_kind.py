@@ -8,12 +8,13 @@ with one `RunOutcome`.
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from opentelemetry.context import Context
 
 from chimera.config import AgentConfig
+from chimera.function_calls import FunctionCall
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.specs import ExpertName
@@ -47,20 +48,23 @@ class PendingToolCall:
 
 @dataclass(frozen=True)
 class PendingSubTask:
-    """A team run paused before its specialists: one planned sub-task."""
+    """A team run paused before its specialists: one planned sub-task, for a human to approve or decline."""
 
     agent: str
-    task: str
+    task: str  # what the specialist is asked to do, in full
+    tools: tuple[str, ...] = ()  # the tools it may call for it
 
     @property
     def label(self) -> str:
         return self.agent
 
     def describe(self) -> str:
-        return f"{self.agent}: {self.task}"
+        """`math (calculator): Compute 15% of 240` — who will do what, with which tools."""
+        tools = f" ({', '.join(self.tools)})" if self.tools else ""
+        return f"{self.agent}{tools}: {self.task}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent, "task": self.task}
+        return {"agent": self.agent, "task": self.task, "tools": list(self.tools)}
 
 
 PendingWork = PendingToolCall | PendingSubTask
@@ -79,6 +83,7 @@ class RunOutcome:
     next: tuple[str, ...] = ()
     pending: tuple[PendingWork, ...] = ()
     question: ChatMessage | None = None  # the user message the run answers (stored with the answer on resume)
+    tool_calls: tuple[FunctionCall, ...] = ()  # expert answers with client tools: the calls, for the client to run
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,15 @@ class RunInputs:
     expert: ExpertName  # the routed expert
     tools: dict[str, Tool]
     agent: AgentConfig
-    answer_sampling: SamplingOverrides
+    answer_sampling: SamplingOverrides  # the request's; `max_tokens` None: each expert's answer cap (`sampling_for`)
     trace_parent: Context | None
+
+    def sampling_for(self, expert: ExpertName) -> SamplingOverrides:
+        """The sampling of an answer `expert` writes: the request's, capped at the agent's answer budget for that
+        expert unless the request set `max_tokens`."""
+        if self.answer_sampling.max_tokens is not None:
+            return self.answer_sampling
+        return replace(self.answer_sampling, max_tokens=self.agent.answer_tokens(expert))
 
 
 class GraphKind(ABC):

@@ -72,9 +72,12 @@ def answer_context(calls: list[ToolCall]) -> ChatMessage | None:
     passages = [c for c in done if c.citations]
     if passages:
         parts.append("Passages:\n" + "\n".join(c.result or "" for c in passages))
-    results = [c for c in done if not c.citations]
+    results: dict[tuple[str, str | None], ToolCall] = {}  # a result several calls brought back is one fact
+    for c in done:
+        if not c.citations:
+            results.setdefault((c.tool, c.result), c)
     if results:
-        facts = "; ".join(f"{_call_text(c)} = {c.result}" for c in results)
+        facts = "; ".join(f"{_call_text(c)} = {c.result}" for c in results.values())
         # Phrasing chosen by probing SmolLM2-135M: a list headed "Exact tool results:" was echoed back verbatim.
         parts.append(f"{'Tool result' if len(results) == 1 else 'Tool results'}: {facts}.")
     ask = (

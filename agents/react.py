@@ -1,13 +1,18 @@
-"""The ReAct agent as a LangGraph `StateGraph`: ground (search the documents) → decide (guided JSON) → act (tool)
-→ … → answer (streamed).
+"""The ReAct agent as a LangGraph `StateGraph`: ground (search the documents and the session's memory) → decide
+(guided JSON) → act (tool) → … → answer (streamed).
 
 `decide` asks the expert for a tool call under JSON-schema guided decoding, so even a 135M model emits a
-parseable call. `act` runs it; a tool's error goes back to the model as an observation. `answer` writes the
-final reply with the tool results in view and streams it through LangGraph's custom stream; before it, the same
-stream carries a `ProgressEvent` for each tool call and result, so callers can show what the agent is doing.
+parseable call. `act` runs it; a tool's error goes back to the model as an observation. The loop goes to the
+answer once an observation is all there is to learn: the model chooses no tool, asks again for a call it has made
+(answered from that call's observation, not run again), or a call brings back what an earlier one did. `answer`
+writes the final reply with the tool results in view and streams it through LangGraph's custom stream; before
+it, the same stream carries a `ProgressEvent` for each tool call and result, so callers can show what the agent
+is doing.
 """
 
+import asyncio
 import json
+import re
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -35,28 +40,43 @@ from chimera.tools.base import Grounding, SourcedResult, ToolError
 from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.agents")
+NO_NEW_PASSAGES = "no passages beyond those already found"
 
 
 async def ground(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
-    """Search the documents for the question before anything else, as a RAG assistant should.
+    """Look the question up before anything else, as a RAG assistant should: in the documents (`hybrid_search`)
+    and, when the session's memory holds something, in what the session read (`recall`).
 
     Left to itself, a small model answers document questions from its weights (and invents a budget); a search
     it did not ask for costs ~15 ms. Only passages close to the question are kept, so a calculation or a chat
-    question goes on without any.
+    question goes on without any. Each source that found something is one call of its tool, its passages
+    numbered as citations (documents first).
     """
-    search = next((t for t in runtime.context.tools.values() if isinstance(t, Grounding)), None)
+    sources = {name: tool for name, tool in runtime.context.tools.items() if isinstance(tool, Grounding)}
     question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
-    if search is None or not question.strip():
+    if not sources or not question.strip():
         return {}
     with _tracer.start_as_current_span("agent.ground", context=runtime.context.trace_parent) as span:
-        found = await search.ground(question)
-        span.set_attribute("chimera.agent.grounding_passages", len(found.passages) if found else 0)
-    if found is None:
-        return {}
-    name = next(n for n, t in runtime.context.tools.items() if t is search)
-    call = _with_result(ToolCall(name, {"query": question[:300]}), found, earlier=[])
-    get_stream_writer()(ProgressEvent("tool_result", call.tool, call.arguments, call.observation))
-    return {"tool_calls": [call]}
+        found = await asyncio.gather(*(_grounded(tool, question, span) for tool in sources.values()))
+        calls: list[ToolCall] = []
+        for name, result in zip(sources, found, strict=True):
+            if result is not None:
+                calls.append(_with_result(ToolCall(name, {"query": question[:300]}), result, earlier=cited(calls)))
+        span.set_attribute("chimera.agent.grounding_passages", sum(len(c.citations) for c in calls))
+        span.set_attribute("chimera.agent.grounded_in", ",".join(c.tool for c in calls))
+    write = get_stream_writer()
+    for call in calls:
+        write(ProgressEvent("tool_result", call.tool, call.arguments, call.observation))
+    return {"tool_calls": calls} if calls else {}
+
+
+async def _grounded(source: Grounding, question: str, span: trace.Span) -> SourcedResult | None:
+    """What one source has on the question; a source that cannot be read adds nothing (the run goes on)."""
+    try:
+        return await source.ground(question)
+    except ToolError as e:
+        span.add_event("chimera.agent.grounding_failed", {"error": str(e)})
+        return None
 
 
 async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
@@ -80,6 +100,8 @@ async def decide(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
         span.set_attribute("chimera.agent.decision_text", text[:500])
         if stop is not None:
             span.set_attribute("chimera.agent.stop_reason", stop)
+        if stop == "repeated_call" and pending is not None:  # answered from the earlier call's observation
+            span.set_attribute("chimera.agent.repeat_of", next(i for i, c in enumerate(calls) if same_call(pending, c)))
     return {
         "pending": None if stop is not None else pending,
         "stop_reason": stop,
@@ -94,18 +116,50 @@ def stop_reason(
 ) -> str | None:
     """Why the loop ends after this decision, or None while it goes on to `act`.
 
-    `answered`: the model chose no tool; `repeated_call`: the same call again would only repeat its observation;
-    `step_budget` / `token_budget`: the run's bounds are spent, so it answers with what it has.
+    `answered`: the model chose no tool; `repeated_call`: it asked again for a call it has made (the `ground`
+    step's searches included), whose observation is all the call would bring, so it is not run again and the
+    answer has that observation in view; `step_budget` / `token_budget`: the run's bounds are spent, so it
+    answers with what it has. (`act` ends the loop with `repeated_result`: see `nothing_new`.)
     """
     if pending is None:
         return "answered"
-    if any(pending.tool == c.tool and pending.arguments == c.arguments for c in calls):
+    if any(same_call(pending, c) for c in calls):
         return "repeated_call"
     if steps > ctx.max_steps:
         return "step_budget"
     if ctx.max_run_tokens is not None and used_tokens > ctx.max_run_tokens:
         return "token_budget"
     return None
+
+
+_INNER_SPACE = re.compile(r"(?<=\S)[ \t]+")
+_SPACE_AROUND_SYMBOL = re.compile(r" ?([^\w\s]) ?")
+
+
+def same_call(a: ToolCall, b: ToolCall) -> bool:
+    """Whether two calls ask the same: one tool, arguments equal up to spacing (`17*23` is `17 * 23`; line breaks
+    and indentation count, as they do in code)."""
+    return a.tool == b.tool and _canonical(a.arguments) == _canonical(b.arguments)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SPACE_AROUND_SYMBOL.sub(r"\1", _INNER_SPACE.sub(" ", value.strip()))
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def nothing_new(call: ToolCall, earlier: list[ToolCall]) -> bool:
+    """Whether a call that ran brought back only what the run had: the observation of an earlier call of the same
+    tool (`23 * 17` after `17 * 23`), or no passages beyond those already found."""
+    if call.error is not None:
+        return False  # an error is news: the model may correct the call
+    if call.result == NO_NEW_PASSAGES:
+        return True
+    return any(c.tool == call.tool and c.error is None and c.observation == call.observation for c in earlier)
 
 
 def parse_decision(text: str, *, known: set[str]) -> ToolCall | None:
@@ -126,9 +180,11 @@ def parse_decision(text: str, *, known: set[str]) -> ToolCall | None:
 
 
 async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
-    """Run the pending tool call; failures become the observation."""
+    """Run the pending tool call; failures become the observation. A call that brought nothing new ends the loop
+    (`repeated_result`)."""
     ctx = runtime.context
     call = state["pending"]
+    earlier = state.get("tool_calls", [])
     assert call is not None, "route_after_decide sends only pending calls here"
     write = get_stream_writer()
     write(ProgressEvent("tool_call", call.tool, call.arguments))
@@ -140,12 +196,15 @@ async def act(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
             except ToolError as e:
                 call = ToolCall(call.tool, call.arguments, error=str(e))
             else:
-                call = _with_result(call, result, earlier=cited(state.get("tool_calls", [])))
+                call = _with_result(call, result, earlier=cited(earlier))
         span.set_attribute("chimera.tool.observation", call.observation)
         if call.error is not None:
             span.set_status(trace.StatusCode.ERROR, call.error)
+        stop = "repeated_result" if nothing_new(call, earlier) else None
+        if stop is not None:
+            span.set_attribute("chimera.agent.stop_reason", stop)
     write(ProgressEvent("tool_result", call.tool, call.arguments, call.observation, error=call.error is not None))
-    return {"tool_calls": [call], "pending": None}
+    return {"tool_calls": [call], "pending": None, "stop_reason": stop}
 
 
 def _with_result(call: ToolCall, result: str | SourcedResult, *, earlier: list[Citation]) -> ToolCall:
@@ -157,7 +216,7 @@ def _with_result(call: ToolCall, result: str | SourcedResult, *, earlier: list[C
     fresh = [p for p in result.passages if p.id not in known]
     citations = tuple(Citation.of(len(earlier) + 1 + i, p) for i, p in enumerate(fresh))
     if not citations:
-        return ToolCall(call.tool, call.arguments, result="no passages beyond those already found")
+        return ToolCall(call.tool, call.arguments, result=NO_NEW_PASSAGES)
     return ToolCall(call.tool, call.arguments, result=passages_text(citations), citations=citations)
 
 
@@ -204,6 +263,10 @@ def route_after_decide(state: ReactState) -> Literal["act", "answer"]:
     return "act" if state.get("pending") is not None else "answer"
 
 
+def route_after_act(state: ReactState) -> Literal["decide", "answer"]:
+    return "answer" if state.get("stop_reason") is not None else "decide"
+
+
 def build_react_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
     """Wire the ReAct graph; dependencies arrive per run as an `AgentContext`.
 
@@ -219,7 +282,7 @@ def build_react_graph(checkpointer: BaseCheckpointSaver | None = None) -> Compil
     graph.add_edge(START, "ground")
     graph.add_edge("ground", "decide")
     graph.add_conditional_edges("decide", route_after_decide, ["act", "answer"])
-    graph.add_edge("act", "decide")
+    graph.add_conditional_edges("act", route_after_act, ["decide", "answer"])
     graph.add_edge("answer", END)
     return graph.compile(checkpointer=checkpointer)
 
@@ -256,7 +319,7 @@ class ReactKind(GraphKind):
             max_steps=agent.max_steps,
             decision_max_tokens=agent.decision_max_tokens,
             max_run_tokens=agent.max_run_tokens,
-            answer_sampling=inputs.answer_sampling,
+            answer_sampling=inputs.sampling_for(inputs.expert),
             trace_parent=inputs.trace_parent,
         )
 

@@ -13,7 +13,7 @@ A run's stream carries answer text and `ProgressEvent`s, and ends with one `RunO
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from langgraph.types import Overwrite
@@ -285,15 +285,14 @@ class AgentRuns:
             span.end()
 
     async def _inputs(self, settings: RunSettings, session: str, parent: Context) -> RunInputs:
-        sampling = settings.sampling
-        if sampling.max_tokens is None:
-            sampling = replace(sampling, max_tokens=self.agent.answer_max_tokens)
+        """The run's experts, the tools it may use now (`recall` once the session's memory holds something, so that
+        the run grounds in it as in the documents), its bounds and the request's sampling."""
         scope = settings.scope
         scoped = {name: tool.scoped(scope) for name, tool in self.tools.items() if tool.available()}
         tools = {name: tool for name, tool in scoped.items() if tool is not None}
         if self.memory is not None and (await self.memory.state_info(session)).tokens_read > 0:
             tools[Recall.name] = Recall(self.memory, session, max_tokens=self.recall_max_tokens)
-        return RunInputs(self.experts, settings.expert, tools, self.agent, sampling, parent)
+        return RunInputs(self.experts, settings.expert, tools, self.agent, settings.sampling, parent)
 
 
 def _nodes(tasks: tuple[str, ...]) -> tuple[str, ...]:

@@ -53,7 +53,7 @@ class ReactState(TypedDict, total=False):
     tool_calls: Annotated[list[ToolCall], operator.add]  # every executed call, in order
     pending: ToolCall | None  # chosen by `decide`, executed by `act`
     steps: int  # decisions made so far
-    stop_reason: str | None  # why the tool loop ended (see `react.stop_reason`)
+    stop_reason: str | None  # why the tool loop ended (`react.stop_reason`, or `repeated_result` from `act`)
     answer: str
     finish_reason: str
     prompt_tokens: Annotated[int, operator.add]

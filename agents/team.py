@@ -10,6 +10,7 @@ research task, so the team always answers.
 
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict, cast
 
@@ -80,8 +81,11 @@ class TeamContext:
     specialist_steps: int = 3
     decision_max_tokens: int = 96
     max_run_tokens: int | None = None  # each specialist's tool-loop token budget
-    answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    answer_sampling: dict[ExpertName, SamplingOverrides] = field(default_factory=dict)  # absent: expert's defaults
     trace_parent: Context | None = None
+
+    def sampling_for(self, expert: ExpertName) -> SamplingOverrides:
+        return self.answer_sampling.get(expert, SamplingOverrides())
 
 
 def plan_schema(max_tasks: int) -> dict[str, Any]:
@@ -103,19 +107,30 @@ def plan_schema(max_tasks: int) -> dict[str, Any]:
 PLAN_INSTRUCTIONS = (
     "You are the supervisor of a team. Split the user's request into at most {n} independent sub-tasks and give "
     "each to one agent: math (calculations), code (writing and running Python), research (the company's "
-    'documents). Reply with JSON only: {{"tasks": [{{"agent": "math", "task": "..."}}]}}'
+    "documents). Write each task as a full sentence in the user's words. "
+    'Reply with JSON only: {{"tasks": [{{"agent": "math", "task": "..."}}]}}'
 )
+_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
 def parse_plan(text: str, question: str, max_tasks: int) -> list[SubTask]:
-    """The sub-tasks of a plan; anything unparseable becomes one research task on the whole question."""
+    """The sub-tasks of a plan; anything unparseable becomes one research task on the whole question.
+
+    A task whose text says nothing a person could approve (a small model writes `"1"`, `"2"`) is the whole
+    question for its agent; a sub-task planned twice runs once.
+    """
     try:
         data = json.loads(text)
-        tasks = [SubTask(t["agent"], str(t["task"]).strip()) for t in data["tasks"] if t["agent"] in SPECIALISTS]
+        planned = [(t["agent"], str(t["task"]).strip()) for t in data["tasks"] if t["agent"] in SPECIALISTS]
     except (json.JSONDecodeError, KeyError, TypeError):
-        tasks = []
-    tasks = [t for t in tasks if t.task][:max_tasks]
-    return tasks or [SubTask("research", question)]
+        planned = []
+    tasks = [SubTask(agent, task if says_something(task) else question) for agent, task in planned if task]
+    return list(dict.fromkeys(tasks))[:max_tasks] or [SubTask("research", question)]
+
+
+def says_something(task: str) -> bool:
+    """Whether a sub-task's text reads as a task: two words or more, one of them a word of letters."""
+    return len(task.split()) >= 2 and _WORD.search(task) is not None
 
 
 async def plan(state: TeamState, runtime: Runtime[TeamContext]) -> TeamState:
@@ -152,7 +167,7 @@ async def specialist(state: SpecialistInput, runtime: Runtime[TeamContext]) -> T
             max_steps=ctx.specialist_steps,
             decision_max_tokens=ctx.decision_max_tokens,
             max_run_tokens=ctx.max_run_tokens,
-            answer_sampling=ctx.answer_sampling,
+            answer_sampling=ctx.sampling_for(expert_name),
             trace_parent=trace.set_span_in_context(span),
         )
         final = await build_react_graph().ainvoke(
@@ -181,7 +196,7 @@ async def synthesize(state: TeamState, runtime: Runtime[TeamContext]) -> TeamSta
     note = ChatMessage(role="user", content=f"Findings of your team:\n{findings}\nNow answer my request.")
     with _tracer.start_as_current_span("team.synthesize", context=ctx.trace_parent):
         sources = _renumbered([c for r in results for c in r.citations])
-        return await stream_answer(ctx.experts["chat"], [*state["messages"], note], ctx.answer_sampling, sources)
+        return await stream_answer(ctx.experts["chat"], [*state["messages"], note], ctx.sampling_for("chat"), sources)
 
 
 def _without_sources(answer: str) -> str:
@@ -248,7 +263,7 @@ class TeamKind(GraphKind):
         return {"results": Overwrite([]), "plan": []}
 
     def pending(self, values: dict[str, Any]) -> tuple[PendingWork, ...]:
-        return tuple(PendingSubTask(t.agent, t.task) for t in values.get("plan", []))
+        return tuple(PendingSubTask(t.agent, t.task, SPECIALISTS[t.agent][1]) for t in values.get("plan", []))
 
     def decline(self, values: dict[str, Any], next_nodes: tuple[str, ...]) -> tuple[dict[str, Any], str] | None:
         if "specialist" not in next_nodes:
@@ -265,7 +280,7 @@ class TeamKind(GraphKind):
             specialist_steps=agent.max_steps,
             decision_max_tokens=agent.decision_max_tokens,
             max_run_tokens=agent.max_run_tokens,
-            answer_sampling=inputs.answer_sampling,
+            answer_sampling={name: inputs.sampling_for(name) for name in inputs.experts},
             trace_parent=inputs.trace_parent,
         )
 

@@ -21,6 +21,7 @@ from chimera.agents.graph_kind import RunOutcome
 from chimera.agents.runs import GRAPHS, AgentRuns, RunDelta, RunStatus
 from chimera.agents.state import ProgressEvent
 from chimera.errors import ChimeraError
+from chimera.function_calls import FunctionCall, ToolOffer, UnsupportedToolSchemaError, calls_text, parse_calls
 from chimera.guardrails.base import RailResult, Rails
 from chimera.identity.audit import audit
 from chimera.identity.principal import LOCAL, Principal
@@ -28,7 +29,7 @@ from chimera.memory.long_context.base import LongMemoryError
 from chimera.memory.sessions.base import SessionNotFoundError, SessionStore, check_session_id
 from chimera.messages import ChatMessage
 from chimera.metrics import Metrics
-from chimera.models.engine.base import EngineUnavailableError
+from chimera.models.engine.base import EngineUnavailableError, UnsupportedSchemaError
 from chimera.models.expert import Completion, Expert, SamplingOverrides
 from chimera.models.router.base import ExpertLoad, RouteDecision, Router
 from chimera.models.specs import EXPERT_NAMES, ExpertName
@@ -70,6 +71,7 @@ class ChatRequest:
     interrupt_before: tuple[str, ...] | None = None  # agent graphs: pause before these nodes (None: config's)
     principal: Principal = LOCAL  # who asks: owns the session, decides which documents the tools see
     json_schema: dict[str, Any] | None = None  # expert models: the answer is JSON of it (the API refuses it for agents)
+    tools: ToolOffer | None = None  # expert models: the client's functions it may call instead of answering
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class ChatOutcome:
     @property
     def stop_reason(self) -> str | None:
         return self.run.stop_reason
+
+    @property
+    def tool_calls(self) -> tuple[FunctionCall, ...]:
+        return self.run.tool_calls
 
     @property
     def paused(self) -> bool:
@@ -308,7 +314,8 @@ class ChatService:
             if not verdict.allowed:
                 finish_reason = "content_filter"
             asked = new_messages or ([run.question] if run.question else [])
-            turn = [*(m for m in asked if m.role != "system"), ChatMessage(role="assistant", content=text)]
+            said = calls_text(run.tool_calls) if run.tool_calls else text
+            turn = [*(m for m in asked if m.role != "system"), ChatMessage(role="assistant", content=said)]
             # a one-shot request (the server named its session) leaves its turn for a short while only, and
             # nothing in the long-context memory; a client that continues the session gives it the full expiry
             await self.sessions.append(session_id, turn, ttl_s=None if named else self.unnamed_session_ttl_s)
@@ -349,15 +356,37 @@ def paused_note(run: RunOutcome, session_id: str) -> str:
 async def _expert(
     expert: Expert, conversation: list[ChatMessage], request: ChatRequest, parent: Context | None
 ) -> AsyncIterator[RunDelta]:
-    """One expert's answer to `conversation`, no tools, with the request's sampling and JSON schema; ends with
-    its usage."""
+    """One expert's answer to `conversation`, with the request's sampling and JSON schema; ends with its usage.
+
+    With client tools the expert first decides under the tools' schema: calls end the answer (finish reason
+    `tool_calls`); none (`auto` only) lets it answer in free text, as without tools.
+    """
+    spent = Completion()  # the decision's usage, when there is one
+    if request.tools is not None:
+        prompt = [*conversation, request.tools.instructions()]
+        try:
+            spent = await expert.complete(prompt, request.sampling, json_schema=request.tools.schema(), parent=parent)
+        except UnsupportedSchemaError as e:
+            raise UnsupportedToolSchemaError(f"the tools' parameter schemas: {e}") from e
+        try:
+            calls = parse_calls(spent.text)
+        except ValueError:  # cut short by max_tokens: no call to hand over
+            yield RunOutcome(finish_reason="length", prompt_tokens=spent.prompt_tokens,
+                             completion_tokens=spent.completion_tokens)  # fmt: skip
+            return
+        if calls:
+            yield RunOutcome(finish_reason="tool_calls", prompt_tokens=spent.prompt_tokens,
+                             completion_tokens=spent.completion_tokens, tool_calls=calls)  # fmt: skip
+            return
     done = Completion()
     stream = expert.stream(conversation, request.sampling, json_schema=request.json_schema, parent=parent)
     async for delta in stream:
         if done.take(delta):
             yield delta.text
     yield RunOutcome(
-        finish_reason=done.finish_reason, prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens
+        finish_reason=done.finish_reason,
+        prompt_tokens=spent.prompt_tokens + done.prompt_tokens,
+        completion_tokens=spent.completion_tokens + done.completion_tokens,
     )
 
 

@@ -33,6 +33,15 @@ class SessionPage:
 
 
 @dataclass(frozen=True)
+class DocumentPage:
+    """One page of `Client.documents`: each document's `source`, `tenant`, `acl`, `chunk_count`, `ingested_at`."""
+
+    data: tuple[dict[str, Any], ...]
+    has_more: bool
+    last_id: str | None  # `after` for the next page
+
+
+@dataclass(frozen=True)
 class ChatReply:
     """An answer and how it was produced."""
 
@@ -99,6 +108,31 @@ class Client:
     def delete_session(self, session_id: str) -> None:
         """Forget the session: its turns, its agent run's checkpoints and its long-context memory."""
         self._call("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+
+    def documents(self, *, limit: int = 20, after: str | None = None) -> DocumentPage:
+        """One page of the indexed documents this key's tenant and groups see, by source; pass the page's `last_id`
+        as `after` for the next one (or use `all_documents`)."""
+        params: dict[str, str | int] = {"limit": limit, **({"after": after} if after else {})}
+        body = self._call("GET", "/v1/documents", params=params)
+        return DocumentPage(tuple(body["data"]), body["has_more"], body["last_id"])
+
+    def all_documents(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every indexed document this key sees, by source, page by page."""
+        after = None
+        while True:
+            page = self.documents(limit=page_size, after=after)
+            yield from page.data
+            if not page.has_more:
+                return
+            after = page.last_id
+
+    def document(self, source: str) -> dict[str, Any]:
+        """The document indexed from `source` with its `chunks`; `ClientError` 404 when this key cannot see it."""
+        return self._call("GET", f"/v1/documents/{quote(source, safe='')}")
+
+    def delete_document(self, source: str) -> None:
+        """Remove the document from every index and the knowledge graph."""
+        self._call("DELETE", f"/v1/documents/{quote(source, safe='')}")
 
     def models(self) -> list[dict[str, Any]]:
         """The models served: agents, `auto`, the experts, then the embedding model."""

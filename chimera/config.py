@@ -182,7 +182,17 @@ class AgentConfig(_Frozen):
 
     max_steps: int = Field(4, ge=1, le=32, description="Tool calls one request may make before it must answer.")
     decision_max_tokens: int = Field(96, gt=0, description="Token cap of one tool-choice (guided JSON) call.")
-    answer_max_tokens: int = Field(256, gt=0, description="Token cap of the final answer unless the request sets one.")
+    answer_max_tokens: int = Field(
+        512,
+        gt=0,
+        description="Token cap of an agent's answer unless the request sets one: room for a grounded answer with "
+        "its citations (a RAG answer of a few paragraphs runs 200-400 tokens).",
+    )
+    answer_max_tokens_by_expert: dict[ExpertName, Annotated[int, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="The answer's token cap on one expert, where it should differ from `answer_max_tokens` (e.g. "
+        "`{code: 1024}`). Each cap must leave half of the expert's engine window (`max_model_len`) to the prompt.",
+    )
     max_run_tokens: int | None = Field(
         6000,
         gt=0,
@@ -205,6 +215,10 @@ class AgentConfig(_Frozen):
             "POST /v1/sessions/{id}/resume. Requests may set their own (`interrupt_before` in the body).",
         )
     )
+
+    def answer_tokens(self, expert: ExpertName) -> int:
+        """The token cap of an answer `expert` writes when the request sets none."""
+        return self.answer_max_tokens_by_expert.get(expert, self.answer_max_tokens)
 
 
 class TracingConfig(_Frozen):
@@ -297,6 +311,10 @@ def _default_tool_rules() -> dict[str, tuple[str, ...]]:
     return {"run_python": ("code",), "graph_query": ("cypher",)}
 
 
+#: The entity types the PII rail can mask (Presidio's names).
+PiiEntity = Literal["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN"]
+
+
 class GuardrailsConfig(_Frozen):
     """NeMo Guardrails rails around every chat request, all offline: input (jailbreak templates, jailbreak and
     harmful-request classifiers, PII masking), retrieval, tool input (YARA) and output (PII masking)."""
@@ -311,10 +329,11 @@ class GuardrailsConfig(_Frozen):
     harmful_threshold: float | None = Field(
         None, description="Harmful-request score above which input is blocked; unset uses the heads' CV-chosen one."
     )
-    pii_entities: tuple[str, ...] = Field(
-        ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN"),
+    pii_entities: tuple[PiiEntity, ...] = Field(
+        ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN"),
         min_length=1,
-        description="Presidio entity types masked in input, retrieved passages and answers.",
+        description="Presidio entity types masked in input, retrieved passages and answers, never inside code "
+        "(Markdown code spans and fenced blocks). `URL` is opt-in: a public link is not personal data.",
     )
     retrieval: Literal["drop", "neutralise"] = Field(
         "drop",
@@ -399,6 +418,34 @@ class TasksConfig(_Frozen):
         return self
 
 
+class McpServerConfig(_Frozen):
+    """One external MCP server whose tools the agents may call: a command (stdio) or a URL (streamable HTTP)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Prefix of its tools' names (`<name>.<tool>`).")
+    command: list[str] | None = Field(None, min_length=1, description="stdio: the program and its arguments.")
+    url: str | None = Field(None, pattern=r"^https?://", description="Streamable HTTP: the endpoint (…/mcp).")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers (e.g. authorization).")
+    tools: list[str] | None = Field(None, description="Only these of its tools (unset: all it lists).")
+    timeout_s: float = Field(30.0, gt=0, description="Listing its tools, or one call, past this fails.")
+    max_output_chars: int = Field(20_000, gt=0, description="A longer tool result is refused, not passed on.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> "McpServerConfig":
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"MCP server {self.name!r}: set exactly one of command and url")
+        return self
+
+
+class ToolsConfig(_Frozen):
+    """Tools beyond Chimera's own."""
+
+    mcp_servers: list[McpServerConfig] = Field(
+        default_factory=list,
+        description="MCP servers whose tools (`<server>.<tool>`) the ReAct agent is offered when `agent.react_tools` "
+        "names them, behind the tool rails (`guardrails.tool_rules` may name them too).",
+    )
+
+
 class ChimeraConfig(_Frozen):
     """Everything a Chimera deployment is, in one place."""
 
@@ -415,6 +462,7 @@ class ChimeraConfig(_Frozen):
     search: SearchConfig = Field(default_factory=SearchConfig, description="Ingestion and hybrid retrieval.")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="Long-context session memory.")
     tasks: TasksConfig = Field(default_factory=TasksConfig, description="Durable tasks and their workers.")
+    tools: ToolsConfig = Field(default_factory=ToolsConfig, description="External tools (MCP servers).")
 
     @model_validator(mode="after")
     def _experts_complete(self) -> "ChimeraConfig":
@@ -427,6 +475,20 @@ class ChimeraConfig(_Frozen):
         unused = set(self.engines) - {e.engine for e in self.experts.values()}
         if unused:
             raise ValueError(f"engines serve no expert: {', '.join(sorted(unused))}")
+        return self
+
+    @model_validator(mode="after")
+    def _answers_fit_the_window(self) -> "ChimeraConfig":
+        """An agent's answer may take at most half its engine's window: the rest is for the question, the
+        passages and the tool results it answers from (vLLM would cut a longer answer short anyway)."""
+        for name, expert in self.experts.items():
+            cap, window = self.agent.answer_tokens(name), self.engines[expert.engine].max_model_len
+            if cap > window // 2:
+                raise ValueError(
+                    f"the agent's answer cap on expert {name!r} ({cap} tokens) exceeds half the max_model_len of "
+                    f"engine {expert.engine!r} ({window}): set agent.answer_max_tokens (or "
+                    f"agent.answer_max_tokens_by_expert.{name}) to {window // 2} or less"
+                )
         return self
 
     def with_env_overrides(self) -> "ChimeraConfig":

@@ -8,13 +8,14 @@ from typing import Any, Literal
 from chimera.config import ChimeraConfig
 from chimera.errors import ChimeraError
 
-Evaluation = Literal["router", "guard", "retrieval"]
+Evaluation = Literal["router", "guard", "retrieval", "pii"]
 
 
 def run_evaluation(
     config: ChimeraConfig, which: Evaluation, data: Path, *, max_queries: int | None = None, progress: bool = False
 ) -> dict[str, Any]:
-    """Score the configured router or input rails on a labelled JSONL file, or every retriever on a BEIR folder.
+    """Score the configured router, input rails or PII masking on a labelled JSONL file, or every retriever on a
+    BEIR folder.
 
     Raises:
         ChimeraError: the data is missing or malformed.
@@ -23,6 +24,8 @@ def run_evaluation(
         return _retrieval(config, data, max_queries, progress)
     if not data.is_file():
         raise ChimeraError(f"no such data file: {data}")
+    if which == "pii":
+        return _pii(config, data)
     return _router(config, data) if which == "router" else _guard(config, data)
 
 
@@ -46,6 +49,17 @@ def _guard(config: ChimeraConfig, data: Path) -> dict[str, Any]:
         # no verdict cache: every prompt pays the full input rails, as a new message does
         rails = build_rails(config.guardrails.model_copy(update={"enabled": True}), Path(scratch), cache_size=0)
         report = asyncio.run(evaluate_guard(rails, examples))
+    return {**report, "data": str(data)}
+
+
+def _pii(config: ChimeraConfig, data: Path) -> dict[str, Any]:
+    from chimera.guardrails.pii import PiiMasker
+    from chimera.guardrails.pii_evaluation import evaluate_pii, load_pii_examples
+
+    examples = load_pii_examples(data)
+    with tempfile.TemporaryDirectory(prefix="chimera-eval-pii-") as scratch:
+        masker = PiiMasker(Path(scratch) / "spacy-blank-en", entities=config.guardrails.pii_entities)
+        report = evaluate_pii(masker, examples, stream_window=config.guardrails.stream_window_chars)
     return {**report, "data": str(data)}
 
 

@@ -19,7 +19,8 @@ from chimera.agents.state import checkpoint_serializer
 from chimera.chat import ChatService, served_models
 from chimera.cluster.deployments import engine_capacity
 from chimera.cluster.load import LoadMonitor
-from chimera.config import ChimeraConfig
+from chimera.config import ChimeraConfig, McpServerConfig
+from chimera.documents import DocumentService
 from chimera.embeddings import EmbeddingService, embedding_model_id
 from chimera.errors import ChimeraError
 from chimera.guardrails.base import Rails
@@ -46,6 +47,7 @@ from chimera.tools.base import Tool
 from chimera.tools.calculator import Calculator
 from chimera.tools.graph_query import GraphQuery
 from chimera.tools.hybrid_search import HybridSearch
+from chimera.tools.mcp import discover
 from chimera.tools.run_python import RunPython
 from chimera.tools.search.factory import LiveIndex, embedding_model_dir, open_graph_store
 
@@ -72,7 +74,9 @@ class Service:
     metrics: Metrics  # GET /metrics: what the chat service, its tools and this service count
     embeddings: EmbeddingService  # POST /v1/embeddings: the dense search's embedding model
     sessions: SessionService  # the sessions API: a principal's sessions listed, read, deleted
+    documents: DocumentService  # the documents API: a tenant's indexed documents listed, read, deleted
     spans: SpanStore | None = None
+    mcp_servers: list[McpServerConfig] = field(default_factory=list)  # their tools join the agents' at start
     _pruning: "asyncio.Task[None] | None" = field(default=None, init=False, repr=False)
 
     async def astart(self) -> None:
@@ -80,6 +84,8 @@ class Service:
         and /healthz know the engines from the first request on), and the span store's retention timer."""
         await self.load.poll_once()
         self.load.start()
+        if self.mcp_servers:
+            self.chat.runs.tools.update(await discover(self.mcp_servers, self.chat.rails))
         if self.spans is not None:
             self._pruning = asyncio.create_task(_prune_every(self.spans, PRUNE_EVERY_S))
 
@@ -94,6 +100,7 @@ class Service:
         await self.authenticator.aclose()
         await self.limiter.close()
         await self.tasks.close()
+        await self.documents.close()
         await self.redis.aclose()
         if self._pruning is not None:
             self._pruning.cancel()
@@ -225,7 +232,9 @@ def build_service(
     if config.tracing.exporter != "none":
         spans = open_span_store(config.tracing, span_store_path(config.data_dir.resolve()))
     return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics,
-                   embedding_service(config), SessionService(sessions, runs), spans)  # fmt: skip
+                   embedding_service(config), SessionService(sessions, runs),
+                   DocumentService(config.search, config.index_dir, redis_url), spans,
+                   config.tools.mcp_servers)  # fmt: skip
 
 
 def embedding_service(config: ChimeraConfig) -> EmbeddingService:

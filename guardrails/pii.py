@@ -5,6 +5,11 @@ under the data dir and loaded from that path, which also keeps Presidio from try
 The recognizers are regular expressions with checksums (Luhn for cards, the IBAN check digits, libphonenumber for
 phones). The email recognizer's domain check uses `tldextract` with the public-suffix snapshot bundled in the wheel
 and no suffix-list URL, so it never goes to the network.
+
+Code is never masked: the recognizers run on the text's prose view (`markdown_code.py`: fenced blocks and code
+spans turned into line breaks), and a detection that is code or a number by its surroundings (`_code_like.py`:
+slices, versions, hex, numeric literals) is dropped. URLs are masked only when `URL` is configured: a public link
+is not personal data.
 """
 
 import threading
@@ -12,14 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chimera.guardrails._code_like import LOOK_BEHIND, is_code_like
+from chimera.guardrails.markdown_code import prose_view
+
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
     from tldextract import TLDExtract
 
 _URL_WITH_SCHEME = 0.6  # Presidio's score for its URL patterns that require http(s)://
 
-#: What is masked unless the config says otherwise (Presidio's entity names).
-DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN")
+#: Every entity the masker can find (Presidio's names); `URL` is opt-in.
+SUPPORTED_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "URL", "US_SSN")
+#: What is masked unless the config says otherwise.
+DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 
 
 @dataclass(frozen=True)
@@ -49,22 +59,47 @@ class PiiMasker:
         pipeline_dir: where the blank spaCy pipeline lives (created if missing).
         entities: Presidio entity names to mask.
 
-    Every detection counts whatever its score (a bare phone number scores 0.4 without a context word near it),
-    except URLs without a scheme: that pattern matches file names (`setup.py`: `.py` is Paraguay's domain).
+    Every detection outside code counts whatever its score (a bare phone number scores 0.4 without a context word
+    near it), except URLs without a scheme: that pattern matches file names (`setup.py`: `.py` is Paraguay's
+    domain).
+
+    Raises:
+        ValueError: an entity the masker has no recognizer for.
     """
 
     def __init__(self, pipeline_dir: Path, *, entities: tuple[str, ...] = DEFAULT_ENTITIES) -> None:
+        unknown = sorted(set(entities) - set(SUPPORTED_ENTITIES))
+        if unknown:
+            raise ValueError(f"no recognizer for {', '.join(unknown)}; supported: {', '.join(SUPPORTED_ENTITIES)}")
         self.entities = list(entities)
         self._analyzer = _analyzer(blank_pipeline(pipeline_dir), entities)
         self._lock = threading.Lock()  # spaCy's Language object is not documented as thread-safe
 
     def find(self, text: str) -> list[PiiSpan]:
-        """Entities in `text`, overlapping ones resolved to the longest (then highest-scoring)."""
-        if not text.strip():
+        """Entities in `text` outside its code, overlapping ones resolved to the longest (then highest-scoring)."""
+        return self.find_in_prose(prose_view(text))
+
+    def find_in_prose(self, prose: str, *, before: str = "") -> list[PiiSpan]:
+        """Entities in a prose view (`markdown_code.prose_view`: code turned into line breaks).
+
+        Args:
+            prose: the view to analyse; spans are offsets into it (and so into the text it was made from).
+            before: the view of the text just before `prose`, when `prose` is a part of a longer text (a stream's
+                segment): the code-like rules look back into it.
+        """
+        if not prose.strip():
             return []
         with self._lock:
-            found = self._analyzer.analyze(text, language="en", entities=self.entities)
-        return _without_overlaps([r for r in found if r.entity_type != "URL" or r.score >= _URL_WITH_SCHEME])
+            found = self._analyzer.analyze(prose, language="en", entities=self.entities)
+        context = before[-LOOK_BEHIND:] + prose
+        shift = len(context) - len(prose)
+        kept = [
+            r
+            for r in found
+            if (r.entity_type != "URL" or r.score >= _URL_WITH_SCHEME)
+            and not is_code_like(context, r.start + shift, r.end + shift, r.entity_type)
+        ]
+        return _without_overlaps(kept)
 
     def mask(self, text: str, spans: list[PiiSpan] | None = None) -> str:
         """`text` with each entity replaced by `<KIND>` (spans: found ones to reuse, else found now)."""

@@ -17,11 +17,17 @@ recognizers look at most one character past a match, which is that whitespace on
 pipeline has no lemmas, so Presidio's context words never change a score). The held-back tail is capped at
 `window` characters; past the cap its start goes out anyway (never through an entity already found), so an
 entity longer than the cap, e.g. a very long URL, can have its beginning sent before its end is seen.
+
+Code is never masked (`markdown_code.py`). Before the rule above, a `CodeScanner` settles which characters are
+code: inside an open fence at once, a backtick span once it closes (or its line ends), holding back at most
+`window` characters of its own. Everything above then runs on the prose view, where code is line breaks, so a
+code block streams out as it arrives and unmasked, and the masked answer is the one `PiiMasker.mask` gives.
 """
 
 import re
 
 from chimera.guardrails.base import OutputStream
+from chimera.guardrails.markdown_code import CodeScanner
 from chimera.guardrails.pii import PiiMasker, PiiSpan
 
 #: Whitespace that some entity may contain; any other whitespace ends every entity.
@@ -82,11 +88,12 @@ def can_split_at(text: str, at: int, *, text_is_whole: bool = True) -> bool:
 
 
 class StreamMasker(OutputStream):
-    """Masks PII in one streamed answer; `push` each delta, then `flush` at the end.
+    """Masks PII in one streamed answer, leaving its code as it is; `push` each delta, then `flush` at the end.
 
     Args:
         masker: the PII masker the output rails use.
-        window: cap on the characters held back (an entity still arriving that is longer may leak its start).
+        window: cap on the characters held back (an entity still arriving that is longer may leak its start; a
+            code span still open that is longer is taken as prose), for code and for PII each.
     """
 
     def __init__(self, masker: PiiMasker, *, window: int = 64) -> None:
@@ -94,25 +101,30 @@ class StreamMasker(OutputStream):
             raise ValueError("window must be positive")
         self.masker = masker
         self.window = window
-        self._pending = ""  # raw text not sent yet
-        self._context = ""  # the end of the raw text already sent, to judge boundaries in `_pending`
+        self._code = CodeScanner(hold_cap=window)
+        self._pending = ""  # settled raw text not sent yet
+        self._view = ""  # its prose view: code characters are line breaks
+        self._context = ""  # the prose view of the end of the text already sent, to judge boundaries in `_view`
         self._context_is_whole = True  # `_context` holds everything sent so far
 
     def push(self, delta: str) -> str:
-        self._pending += delta
+        self._add(*self._code.feed(delta))
         out = self._release(self._last_split())
         if len(self._pending) > self.window:
             out += self._release_over_cap()
         return out
 
     def flush(self) -> str:
-        out = self._mask(self._pending)
-        self._pending = ""
-        return out
+        self._add(*self._code.finish())
+        return self._release(len(self._pending))
+
+    def _add(self, raw: str, view: str) -> None:
+        self._pending += raw
+        self._view += view
 
     def _last_split(self) -> int:
-        """Length of the longest start of `_pending` that ends just after a whitespace no entity can contain."""
-        text, offset = self._context + self._pending, len(self._context)
+        """Length of the longest start of `_view` that ends just after a whitespace no entity can contain."""
+        text, offset = self._context + self._view, len(self._context)
         for at in range(len(text) - 1, offset - 1, -1):
             if text[at].isspace() and can_split_at(text, at, text_is_whole=self._context_is_whole):
                 return at + 1 - offset
@@ -120,9 +132,9 @@ class StreamMasker(OutputStream):
 
     def _release_over_cap(self) -> str:
         """Send the start of an over-long tail: up to its first space inside the cap, never through an entity."""
-        spans = self.masker.find(self._pending) if _ENTITY_HINT.search(self._pending) else []
-        cut = len(self._pending) - self.window
-        spaces = [at for c in SOFT_SPACES if (at := self._pending.find(c, cut - 1)) >= 0]
+        spans = self._find(self._view)
+        cut = len(self._view) - self.window
+        spaces = [at for c in SOFT_SPACES if (at := self._view.find(c, cut - 1)) >= 0]
         cut = min(spaces) + 1 if spaces else cut  # not mid-word, unless the rest is a single word
         for span in spans:
             if span.start < cut < span.end:
@@ -133,12 +145,15 @@ class StreamMasker(OutputStream):
         if cut <= 0:
             return ""
         ready, self._pending = self._pending[:cut], self._pending[cut:]
-        context = self._context + ready
+        view, self._view = self._view[:cut], self._view[cut:]
+        spans = self._find(view) if spans is None else spans
+        context = self._context + view
         self._context_is_whole = self._context_is_whole and len(context) <= _CONTEXT_CHARS
         self._context = context[-_CONTEXT_CHARS:]
-        return self._mask(ready, spans)
+        return self.masker.mask(ready, spans)
 
-    def _mask(self, text: str, spans: list[PiiSpan] | None = None) -> str:
-        if spans is None and not _ENTITY_HINT.search(text):
-            return text
-        return self.masker.mask(text, spans)
+    def _find(self, view: str) -> list[PiiSpan]:
+        """PII in a part of the prose view that starts where the sent text ends."""
+        if not _ENTITY_HINT.search(view):
+            return []
+        return self.masker.find_in_prose(view, before=self._context)

@@ -107,10 +107,11 @@ class Expert:
         sampling: SamplingOverrides | None = None,
         *,
         json_schema: dict[str, Any] | None = None,
+        parent: Context | None = None,
     ) -> "Completion":
         """The whole completion: its text, how it ended and its usage."""
         done = Completion()
-        async for delta in self.stream(messages, sampling, json_schema=json_schema):
+        async for delta in self.stream(messages, sampling, json_schema=json_schema, parent=parent):
             done.take(delta)
         return done
 

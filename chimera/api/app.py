@@ -12,8 +12,10 @@ from pydantic import BaseModel
 
 from chimera.agents.runs import GRAPHS
 from chimera.api.chat_routes import router as chat_router
+from chimera.api.document_routes import router as document_router
 from chimera.api.embedding_routes import router as embedding_router
 from chimera.api.errors import install_error_handlers, json_error, to_api_error
+from chimera.api.mcp_routes import mcp_app
 from chimera.api.metrics_routes import router as metrics_router
 from chimera.api.protocol import (
     ChatCompletionRequest,
@@ -47,7 +49,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", *UI_PATHS})  # answered w
 ERROR_STATUSES = {  # what any route may answer besides its success (`chimera.api.errors.to_api_error`)
     "400": "Invalid request (the message and `param` say what).",
     "401": "Missing or invalid API key.",
-    "404": "Unknown model, route, session or trace (another key's session, another tenant's trace are unknown too).",
+    "404": "Unknown model, route, session, document or trace (another key's session, another tenant's document or "
+    "trace are unknown too).",
     "405": "Method not allowed.",
     "408": "The request body stopped arriving.",
     "403": "The key's role may not do this (ingestion and evaluation tasks need an admin key).",
@@ -110,10 +113,13 @@ def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
     """The HTTP shell around a built `Service`: its chat service behind the routes, its health at /healthz, its
     event-loop parts started and closed with the app."""
 
+    mcp, mcp_server = mcp_app(service)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.astart()
-        yield
+        async with mcp_server.session_manager.run():
+            yield
         await service.aclose()
 
     app = FastAPI(title="Chimera", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -126,16 +132,19 @@ def create_app(service: "Service", limits: ServerConfig) -> FastAPI:
     app.state.engine_reports = service.engine_reports
     app.state.embeddings = service.embeddings
     app.state.sessions = service.sessions
+    app.state.documents = service.documents
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(session_router)
     app.include_router(session_list_router)
+    app.include_router(document_router)
     app.include_router(embedding_router)
     app.include_router(task_router)
     app.include_router(trace_router)
     app.include_router(meta_router)
     app.include_router(metrics_router)
     app.include_router(ui_router)
+    app.router.routes.extend(mcp.routes)  # POST /mcp: the MCP server, behind the same auth
 
     authenticator = service.authenticator
     app.state.limiter = service.limiter

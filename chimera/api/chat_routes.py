@@ -143,7 +143,7 @@ async def respond(
     completion = ChatCompletion(
         id=completion_id,
         model=model,
-        choices=[Choice(message=ResponseMessage(content=outcome.text), finish_reason=outcome.finish_reason)],
+        choices=[Choice(message=_message(outcome), finish_reason=outcome.finish_reason)],
         usage=_usage(outcome),
         chimera=_extension(outcome, chat.session_id),
     )
@@ -219,6 +219,12 @@ async def _outcome(chat: ChatStream) -> ChatOutcome:
     raise RuntimeError("the chat stream ended without its outcome")
 
 
+def _message(outcome: ChatOutcome) -> ResponseMessage:
+    if outcome.tool_calls:
+        return ResponseMessage(content=outcome.text or None, tool_calls=[c.as_dict() for c in outcome.tool_calls])
+    return ResponseMessage(content=outcome.text)
+
+
 def _extension(outcome: ChatOutcome, session_id: str) -> Extension | None:
     run = outcome.run
     paused = (
@@ -257,6 +263,11 @@ async def _sse(
             if isinstance(delta, str):
                 yield chunk(DeltaMessage(content=delta))
             elif isinstance(delta, ChatOutcome):
+                for i, call in enumerate(delta.tool_calls):  # OpenAI's deltas: id and name, then the arguments
+                    opened = {"index": i, "id": call.id, "type": "function",
+                              "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+                    yield chunk(DeltaMessage(tool_calls=[opened]))
+                    yield chunk(DeltaMessage(tool_calls=[{"index": i, "function": {"arguments": call.arguments}}]))
                 yield chunk(DeltaMessage(), delta.finish_reason, _extension(delta, chat.session_id))
                 if include_usage:
                     usage = ChatCompletionChunk(

@@ -10,8 +10,10 @@ from chimera.agents.runs import InvalidInterruptError, NothingToResumeError
 from chimera.api.deadlines import DeadlineExceededError
 from chimera.api.protocol import error_payload
 from chimera.chat import OverloadedError, UnknownModelError
+from chimera.documents import DocumentNotFoundError, DocumentPermissionError, IndexBusyError
 from chimera.embeddings import EmbeddingInputError
 from chimera.errors import ChimeraError
+from chimera.function_calls import UnsupportedToolSchemaError
 from chimera.identity.keys import AuthenticationError, KeyStoreError
 from chimera.identity.limits import LimitError, RateLimitedError
 from chimera.memory.checkpoint.base import CheckpointError
@@ -68,6 +70,14 @@ def to_api_error(e: Exception) -> APIError:
             return APIError(400, str(e), param="messages", code="context_length_exceeded")
         case UnsupportedSchemaError():
             return APIError(400, str(e), param="response_format.json_schema.schema", code="invalid_json_schema")
+        case DocumentNotFoundError():
+            return APIError(404, str(e), code="document_not_found")
+        case DocumentPermissionError():
+            return APIError(403, str(e), "permission_error", param=e.param, code="permission_denied")
+        case IndexBusyError():
+            return APIError(503, str(e), "service_unavailable", code="unavailable", retry_after_s=5)
+        case UnsupportedToolSchemaError():
+            return APIError(400, str(e), param="tools", code="invalid_json_schema")
         case EmbeddingInputError():
             return APIError(400, str(e), param=e.param, code="invalid_value")
         case InvalidInterruptError():

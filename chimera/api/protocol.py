@@ -5,7 +5,7 @@ as OpenAI does, where vLLM only logs it: a parameter is honoured or refused, nev
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -17,10 +17,43 @@ class ContentPart(_Wire):
     text: str | None = None
 
 
+class FunctionSpec(_Wire):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="A JSON Schema of the arguments (an object).")
+    strict: bool | None = Field(None, description="Guided decoding always holds the arguments to the schema.")
+
+
+class ToolSpec(_Wire):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class CalledFunction(_Wire):
+    name: str
+    arguments: str = Field(description="The arguments, a JSON object as text.")
+
+
+class WireToolCall(_Wire):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class NamedFunction(_Wire):
+    name: str
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class RequestMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[WireToolCall] | None = Field(None, description="`role: assistant`: the calls it made.")
     tool_call_id: str | None = Field(None, description="`role: tool` only, required there: the call it answers.")
 
     def text(self) -> str:
@@ -81,11 +114,16 @@ class ChatCompletionRequest(_Wire):
     )
     logprobs: bool | None = Field(None, description="Not supported yet: `true` is a 400.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Not supported yet: a 400 when set.")
-    tools: list[dict[str, Any]] | None = Field(
-        None, description='Function calling is not supported yet: a 400, unless `tool_choice` is "none".'
+    tools: list[ToolSpec] | None = Field(
+        None,
+        max_length=64,
+        description="Functions the model may call (expert models and `auto`): its answer is then `tool_calls`, "
+        "decoded under a JSON schema of the tools, so the arguments always match their schema.",
     )
-    tool_choice: str | dict[str, Any] | None = Field(None, description='Only "none" is accepted.')
-    parallel_tool_calls: bool | None = Field(None, description='Only with `tool_choice` "none".')
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description='"auto" (the default with tools), "none", "required", or one named function.'
+    )
+    parallel_tool_calls: bool | None = Field(None, description="False: at most one call per answer.")
     user: str | None = Field(None, description="The end user, for the caller's own records; accepted.")
     interrupt_before: list[str] | None = Field(
         None,
@@ -93,6 +131,19 @@ class ChatCompletionRequest(_Wire):
         description="Chimera extension, agent models: pause the run before these graph nodes for approval "
         "(`act`: each ReAct tool call; `specialist`: the team's plan). Unset: the config's.",
     )
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _one_choice(cls, v: object) -> object:
+        """One error naming `tool_choice` (a union's would name each of its members)."""
+        if isinstance(v, dict):
+            try:
+                return NamedToolChoice.model_validate(v)
+            except ValidationError as e:
+                raise ValueError('a named choice is {"type": "function", "function": {"name": …}}') from e
+        if v is not None and v not in ("none", "auto", "required"):
+            raise ValueError('"none", "auto", "required" or {"type": "function", "function": {"name": …}}')
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -158,7 +209,8 @@ class Usage(BaseModel):
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Choice(BaseModel):
@@ -196,6 +248,7 @@ class ChatCompletion(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(BaseModel):

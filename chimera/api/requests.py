@@ -9,9 +9,10 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from chimera.api.errors import APIError
-from chimera.api.protocol import ChatCompletionRequest, JsonSchemaSpec, ResponseFormat
+from chimera.api.protocol import ChatCompletionRequest, JsonSchemaSpec, NamedToolChoice, ResponseFormat
 from chimera.chat import AGENT_GRAPHS, ChatRequest
 from chimera.config import ServerConfig
+from chimera.function_calls import FunctionCall, FunctionTool, ToolOffer, calls_text, result_text
 from chimera.identity.principal import Principal
 from chimera.messages import ChatMessage
 from chimera.models.expert import SamplingOverrides
@@ -88,14 +89,8 @@ def parse_chat_request(body: bytes, limits: ServerConfig) -> ChatCompletionReque
 
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
-    """400 `unsupported_parameter` for what is not implemented yet (function calling unless `tool_choice` is
-    "none", log probabilities), 400 `invalid_value` for combinations OpenAI refuses too."""
-    if request.tool_choice != "none":
-        for param in ("tools", "tool_choice", "parallel_tool_calls"):
-            value = getattr(request, param)
-            if value is not None and value != []:
-                raise APIError(400, f'{param}: function calling is not supported yet (only tool_choice "none")',
-                               param=param, code="unsupported_parameter")  # fmt: skip
+    """400 `unsupported_parameter` for what is not implemented yet (log probabilities), 400 `invalid_value` for
+    combinations OpenAI refuses too."""
     if request.logprobs:
         raise APIError(400, "logprobs: log probabilities are not supported yet", param="logprobs",
                        code="unsupported_parameter")  # fmt: skip
@@ -105,10 +100,76 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
     if request.stream_options is not None and not request.stream:
         raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options",
                        code="invalid_value")  # fmt: skip
+
+
+def tool_offer(request: ChatCompletionRequest) -> ToolOffer | None:
+    """The client's tools and how the model may use them (None: no tools, or `tool_choice` "none"); a 400 for
+    invalid parameter schemas, repeated names, or a choice that names no offered tool."""
+    choice, tools = request.tool_choice, request.tools or []
+    if not tools:
+        if choice not in (None, "none"):
+            raise APIError(400, "tool_choice needs tools", param="tool_choice", code="invalid_value")
+        if request.parallel_tool_calls is not None:
+            raise APIError(400, "parallel_tool_calls needs tools", param="parallel_tool_calls", code="invalid_value")
+        return None
+    offered: dict[str, FunctionTool] = {}
+    for i, tool in enumerate(tools):
+        f = tool.function
+        if f.name in offered:
+            raise APIError(400, f"tools.{i}.function.name: {f.name} is offered twice", param=f"tools.{i}.function.name",
+                           code="invalid_value")  # fmt: skip
+        if f.parameters is not None:
+            checked_schema(f.parameters, f"tools.{i}.function.parameters")
+        offered[f.name] = FunctionTool(f.name, f.description or "", f.parameters)
+    if choice == "none":
+        return None
+    parallel = request.parallel_tool_calls is not False
+    if isinstance(choice, NamedToolChoice):
+        named = offered.get(choice.function.name)
+        if named is None:
+            raise APIError(400, f"tool_choice names {choice.function.name}, which is not among the tools",
+                           param="tool_choice", code="invalid_value")  # fmt: skip
+        return ToolOffer((named,), "named", parallel=False)
+    return ToolOffer(tuple(offered.values()), "required" if choice == "required" else "auto", parallel=parallel)
+
+
+def conversation(request: ChatCompletionRequest, *, in_session: bool) -> list[ChatMessage]:
+    """The messages as plain text: an assistant's tool calls in the JSON the model decides in, a tool's reply as
+    a result of the call it names. Outside a session every `tool_call_id` must answer an earlier call of the
+    request (in one, the call may be in the stored history)."""
+    calls: dict[str, str] = {}  # call id → function name
+    messages: list[ChatMessage] = []
     for i, m in enumerate(request.messages):
-        if m.role == "tool" and not m.tool_call_id:
-            raise APIError(400, f"messages.{i}: a tool message needs the tool_call_id of the call it answers",
-                           param=f"messages.{i}.tool_call_id", code="invalid_value")  # fmt: skip
+        try:
+            content = m.text()
+        except ValueError as e:
+            raise APIError(400, f"messages.{i}.content: {e}", param=f"messages.{i}.content") from e
+        if m.tool_calls and m.role != "assistant":
+            raise APIError(400, f"messages.{i}: only assistant messages carry tool_calls",
+                           param=f"messages.{i}.tool_calls", code="invalid_value")  # fmt: skip
+        if m.tool_calls:
+            made = []
+            for j, call in enumerate(m.tool_calls):
+                try:
+                    arguments = json.loads(call.function.arguments or "{}")
+                except json.JSONDecodeError as e:
+                    raise APIError(400, f"messages.{i}.tool_calls.{j}.function.arguments is not JSON: {e.msg}",
+                                   param=f"messages.{i}.tool_calls.{j}.function.arguments",
+                                   code="invalid_value") from e  # fmt: skip
+                made.append(FunctionCall(call.id, call.function.name, json.dumps(arguments, ensure_ascii=False)))
+                calls[call.id] = call.function.name
+            content = "\n".join(p for p in (content, calls_text(made)) if p)
+        if m.role == "tool":
+            if not m.tool_call_id:
+                raise APIError(400, f"messages.{i}: a tool message needs the tool_call_id of the call it answers",
+                               param=f"messages.{i}.tool_call_id", code="invalid_value")  # fmt: skip
+            if m.tool_call_id not in calls and not in_session:
+                raise APIError(400, f"messages.{i}.tool_call_id: {m.tool_call_id} answers no earlier tool call",
+                               param=f"messages.{i}.tool_call_id", code="invalid_value")  # fmt: skip
+            content = result_text(calls.get(m.tool_call_id), content)
+        role = "system" if m.role == "developer" else m.role
+        messages.append(ChatMessage(role=role, content=content))
+    return messages
 
 
 def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
@@ -117,13 +178,13 @@ def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
         case ResponseFormat(type="json_object"):
             return {"type": "object"}
         case ResponseFormat(type="json_schema", json_schema=JsonSchemaSpec() as spec):
-            return _checked_schema(spec.schema_)
+            return checked_schema(spec.schema_, "response_format.json_schema.schema")
     return None
 
 
-def _checked_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` if it is valid against its metaschema (`$schema`'s, draft 2020-12 by default); else a 400."""
-    param = "response_format.json_schema.schema"
+def checked_schema(schema: dict[str, Any], param: str) -> dict[str, Any]:
+    """`schema` if it is valid against its metaschema (`$schema`'s, draft 2020-12 by default); else a 400 naming
+    `param`."""
     declared = schema.get("$schema")
     if declared is not None and not isinstance(declared, str):
         raise APIError(400, f"{param}: $schema must be a metaschema's URI", param=param, code="invalid_json_schema")
@@ -143,14 +204,7 @@ def to_chat_request(
 ) -> ChatRequest:
     """Wire request → service request: plain-text messages, sampling overrides, prompt-size and `max_tokens`
     checks (the latter against the principal's limit)."""
-    messages: list[ChatMessage] = []
-    for i, m in enumerate(request.messages):
-        try:
-            content = m.text()
-        except ValueError as e:
-            raise APIError(400, f"messages.{i}.content: {e}", param=f"messages.{i}.content") from e
-        role = "system" if m.role == "developer" else m.role
-        messages.append(ChatMessage(role=role, content=content))
+    messages = conversation(request, in_session=session_id is not None)
     if not any(m.role == "user" for m in messages):
         raise APIError(400, "messages must contain at least one user message", param="messages")
     chars = sum(len(m.content) for m in messages)
@@ -178,4 +232,13 @@ def to_chat_request(
         raise APIError(400, f"response_format: {request.model} is an agent, whose answers are free text; JSON "
                        "output is for `auto` and the expert models", param="response_format",
                        code="unsupported_parameter")  # fmt: skip
-    return ChatRequest(request.model, messages, sampling, session_id, interrupts, principal, json_schema=schema)
+    tools = tool_offer(request)
+    if tools is not None and request.model in AGENT_GRAPHS:
+        raise APIError(400, f"tools: {request.model} is an agent with tools of its own; client tools are for "
+                       "`auto` and the expert models", param="tools", code="unsupported_parameter")  # fmt: skip
+    if tools is not None and schema is not None:
+        raise APIError(400, "response_format: a JSON answer and tool calls cannot be asked for together",
+                       param="response_format", code="unsupported_parameter")  # fmt: skip
+    return ChatRequest(
+        request.model, messages, sampling, session_id, interrupts, principal, json_schema=schema, tools=tools
+    )

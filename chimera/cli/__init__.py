@@ -1,5 +1,5 @@
-"""`chimera` command line: serve, chat, models, deploy, cluster, route, router, guard, ingest, search, eval, memory,
-keys, task, traces.
+"""`chimera` command line: serve, chat, models, deploy, cluster, route, router, guard, ingest, search, docs, eval,
+memory, keys, task, traces.
 
 One module per command family. Each has `add_commands(sub)`, which registers its commands on the top-level
 subparsers and sets `func(config, args) -> exit status` on each; `main` loads the config and calls it.
@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from chimera.cli import cluster, evaluate, keys, memory, search, serve, tasks, traces, train
+from chimera.cli import cluster, docs, evaluate, keys, memory, search, serve, tasks, traces, train
 from chimera.config import load_config
 from chimera.errors import ChimeraError
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_commands(sub)
     train.add_commands(sub)
     search.add_commands(sub)
+    docs.add_commands(sub)
     evaluate.add_commands(sub)
     memory.add_commands(sub)
     keys.add_commands(sub)

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from chimera.chat import ChatOutcome, ChatRequest, ChatService, ChatStream
 from chimera.config import ChimeraConfig
+from chimera.documents import INGEST_LOCK
 from chimera.errors import ChimeraError
 from chimera.evaluations import run_evaluation
 from chimera.memory.sessions.base import InvalidSessionIdError, SessionError, SessionNotFoundError
@@ -128,7 +129,7 @@ class IngestRunner:
     async def run(self, ctx: TaskContext) -> AsyncIterator[Progress | Outcome]:
         spec = IngestInput.model_validate(ctx.task.input)
         tenant = spec.tenant or ctx.task.owner.tenant
-        lock = self.redis.lock("chimera:ingest-lock", timeout=self.lock_timeout_s)
+        lock = self.redis.lock(INGEST_LOCK, timeout=self.lock_timeout_s)
         yield Progress("progress", {"files_done": 0, "files_total": None, "message": "waiting for the index"})
         while not await lock.acquire(blocking_timeout=1.0):
             ctx.check_cancelled()

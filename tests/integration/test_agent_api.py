@@ -51,7 +51,8 @@ def test_react_run_pauses_reports_and_resumes_when_approved(http: httpx.Client, 
         assert body["choices"][0]["message"]["content"].strip()
         if "run" not in body.get("chimera", {}):
             break
-    assert body["chimera"]["stop_reason"] in {"answered", "repeated_call", "step_budget", "token_budget"}
+    assert body["chimera"]["stop_reason"] in {"answered", "repeated_call", "repeated_result", "step_budget",
+                                              "token_budget"}  # fmt: skip
     assert http.get(f"/v1/sessions/{session}/run").json()["status"] == "done"
     again = http.post(f"/v1/sessions/{session}/resume", json={})
     assert again.status_code == 409 and again.json()["error"]["code"] == "nothing_to_resume"
@@ -63,6 +64,7 @@ def test_team_plan_declined_streams_an_answer_without_running_specialists(http: 
     pending = paused["chimera"]["run"]["pending"]
     assert paused["chimera"]["run"]["next"] == ["specialist"] and 1 <= len(pending) <= 3
     assert all(p["agent"] in {"math", "code", "research"} and p["task"] for p in pending)
+    assert all(len(p["task"].split()) >= 2 and p["tools"] for p in pending)  # what a person can approve
 
     with http.stream("POST", f"/v1/sessions/{session}/resume", json={"approve": False, "stream": True}) as response:
         assert response.status_code == 200

@@ -109,3 +109,26 @@ def test_json_schema_output_is_held_to_the_schema_by_guided_decoding(client: ope
         temperature=0,
     )
     jsonschema.validate(json.loads(completion.choices[0].message.content or ""), schema)
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                          "required": ["city"], "additionalProperties": False}}}  # fmt: skip
+
+
+def test_the_packaged_model_calls_a_required_tool_with_schema_valid_arguments(client: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    completion = client.chat.completions.create(
+        model="chimera-chat", messages=ask, tools=[WEATHER], tool_choice="required", max_tokens=64, temperature=0
+    )
+    calls = completion.choices[0].message.tool_calls or []
+    assert completion.choices[0].finish_reason == "tool_calls" and calls
+    for call in calls:
+        assert call.function.name == "get_weather"
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    replies = [{"role": "tool", "tool_call_id": c.id, "content": "18 C and sunny"} for c in calls]
+    history = [*ask, completion.choices[0].message.model_dump(exclude_none=True), *replies]
+    answer = client.chat.completions.create(model="chimera-chat", messages=history, tools=[WEATHER], max_tokens=32)
+    choice = answer.choices[0]
+    assert choice.finish_reason in ("stop", "length", "tool_calls")
+    assert choice.message.content or choice.message.tool_calls  # the packaged model's pick; both are valid

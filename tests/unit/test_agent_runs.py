@@ -2,6 +2,7 @@
 decline, status, per-run state reset on a session's thread, and the errors of bad interrupts and resumes."""
 
 import json
+import uuid
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -10,10 +11,13 @@ from chimera.agents.graph_kind import DECLINED, PendingSubTask, PendingToolCall,
 from chimera.agents.runs import AgentRuns, InvalidInterruptError, NothingToResumeError, RunSettings
 from chimera.agents.state import ProgressEvent, checkpoint_serializer
 from chimera.config import AgentConfig
+from chimera.memory.long_context.base import LongMemory
+from chimera.memory.long_context.extractive import ExtractiveMemory
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.specs import EXPERT_NAMES, ExpertSpec
 from chimera.tools.calculator import Calculator
+from chimera.tools.recall import MEMORY_SOURCE
 from tests.unit.fakes import ScriptedEngine
 
 pytestmark = pytest.mark.unit
@@ -24,14 +28,21 @@ CALL = json.dumps({"tool": "calculator", "arguments": {"expression": "17 * 23"}}
 QUESTION = [ChatMessage(role="user", content="What is 17 * 23?")]
 
 
-def _runs(scripts: dict[str, list[str]], *, checkpointer: bool = True) -> tuple[AgentRuns, dict[str, ScriptedEngine]]:
+def _runs(
+    scripts: dict[str, list[str]],
+    *,
+    checkpointer: bool = True,
+    memory: LongMemory | None = None,
+    agent: AgentConfig | None = None,
+) -> tuple[AgentRuns, dict[str, ScriptedEngine]]:
     engines = {name: ScriptedEngine(scripts.get(name, [])) for name in EXPERT_NAMES}
     experts = {name: Expert(name, SPEC, engine, "fake") for name, engine in engines.items()}  # type: ignore[arg-type]
     runs = AgentRuns(
         experts=experts,  # type: ignore[arg-type]
         tools={"calculator": Calculator()},
-        agent=AgentConfig(max_steps=3),
+        agent=agent or AgentConfig(max_steps=3),
         checkpointer=InMemorySaver(serde=checkpoint_serializer()) if checkpointer else None,
+        memory=memory,
     )
     return runs, engines
 
@@ -111,8 +122,13 @@ async def test_team_pauses_after_planning_and_a_declined_plan_still_gets_an_answ
     plan = json.dumps({"tasks": [{"agent": "math", "task": "Compute 17 * 23"}]})
     runs, engines = _runs({"chat": [plan, "The user declined; no result."]})
     settings = RunSettings("team", "chat", interrupt_before=("specialist",))
-    *_, outcome = await _collect(runs.run(settings, QUESTION, "t1"))
-    assert outcome.status == "paused" and outcome.pending == (PendingSubTask("math", "Compute 17 * 23"),)
+    _, events, outcome = await _collect(runs.run(settings, QUESTION, "t1"))
+    assert outcome.status == "paused" and outcome.pending == (
+        PendingSubTask("math", "Compute 17 * 23", ("calculator",)),
+    )
+    # what a human approves: who does what, with which tools (the API writes `as_dict`)
+    assert [e.arguments for e in events] == [{"agent": "math", "task": "Compute 17 * 23", "tools": ["calculator"]}]
+    assert outcome.pending[0].describe() == "math (calculator): Compute 17 * 23"
     _, deltas = await runs.resume("t1", approve=False)
     text, _, resumed = await _collect(deltas)
     assert text == "The user declined; no result." and resumed.stop_reason == "math:declined"
@@ -164,3 +180,78 @@ async def test_react_and_team_runs_can_take_turns_on_one_session() -> None:
         texts.append(text)
     assert texts == ["391.", "Team says 391.", "391 again."]
     assert (await runs.status("mixed")).status == "done"
+
+
+async def test_a_plan_of_bare_numbers_asks_approval_for_the_question_itself() -> None:
+    # what the 135M supervisor wrote: tasks "1" and "2", which no one could approve or decline
+    plan = json.dumps({"tasks": [{"agent": "math", "task": "1"}, {"agent": "research", "task": "2"}]})
+    runs, _ = _runs({"chat": [plan]})
+    *_, outcome = await _collect(
+        runs.run(RunSettings("team", "chat", interrupt_before=("specialist",)), QUESTION, "t3")
+    )
+    assert [(p.agent, p.task) for p in outcome.pending] == [
+        ("math", QUESTION[0].content),
+        ("research", QUESTION[0].content),
+    ]
+    status = await runs.status("t3")
+    assert [p.describe() for p in status.pending] == [
+        f"math (calculator): {QUESTION[0].content}",
+        f"research (hybrid_search, graph_query, recall): {QUESTION[0].content}",
+    ]
+
+
+async def test_the_answer_budget_is_the_configs_per_expert_unless_the_request_sets_one() -> None:
+    agent = AgentConfig(max_steps=3, answer_max_tokens=300, answer_max_tokens_by_expert={"code": 700})
+    runs, engines = _runs({"math": [NONE, "391.", NONE, "391."], "code": [NONE, "def f(): pass"]}, agent=agent)
+    await _collect(runs.run(RunSettings("react", "math"), QUESTION, "b1"))
+    await _collect(runs.run(RunSettings("react", "code"), QUESTION, "b2"))
+    await _collect(runs.run(RunSettings("react", "math", SamplingOverrides(max_tokens=50)), QUESTION, "b3"))
+    answers = [r for e in ("math", "code") for r in engines[e].requests if r.json_schema is None]
+    assert [r.max_tokens for r in answers] == [300, 50, 700]
+    assert AgentConfig().answer_tokens("text") == 512  # the default fits a grounded answer with its citations
+
+
+VAULT = (
+    "Minutes of the vault trial, second day. The guards changed at noon and the lights were tested twice.\n\n"
+    "The vault code is 7314; it changes every Monday and only the night guard may open the door with it.\n\n"
+    "Lunch was soup. The trial ends on Friday with a review of the alarm logs by the security team."
+)
+
+
+async def test_a_session_with_memory_grounds_the_question_in_it_and_cites_the_session_memory(redis_url: str) -> None:
+    memory = ExtractiveMemory(redis_url)
+    session = f"vault-{uuid.uuid4().hex}"
+    await memory.read(session, VAULT)
+    runs, engines = _runs({"chat": [NONE, "The vault code is 7314 [1]."]}, memory=memory)
+    question = [ChatMessage(role="user", content="What is the vault code?")]
+    try:
+        text, events, outcome = await _collect(runs.run(RunSettings("react", "chat"), question, session))
+    finally:
+        await memory.close()
+    assert [(e.kind, e.tool) for e in events] == [("tool_result", "recall")]  # grounded before any decision
+    (citation,) = outcome.citations
+    assert citation.source == MEMORY_SOURCE and "7314" in citation.text
+    assert text == "The vault code is 7314 [1].\n\nSources:\n[1] session memory"
+    decision, answer = engines["chat"].requests
+    assert any("7314" in m.content for m in decision.messages)  # the model decided with the recollection in view
+    assert "[1] session memory: " in answer.messages[-1].content and "7314" in answer.messages[-1].content
+    assert outcome.stop_reason == "answered"
+
+
+async def test_memory_grounds_only_questions_about_the_sessions_material(redis_url: str) -> None:
+    memory = ExtractiveMemory(redis_url)
+    with_memory, without = f"vault-{uuid.uuid4().hex}", f"plain-{uuid.uuid4().hex}"
+    await memory.read(with_memory, VAULT)
+    runs, engines = _runs({"math": [CALL, NONE, "391.", CALL, NONE, "391."]}, memory=memory)
+    try:
+        first = await _collect(runs.run(RunSettings("react", "math"), QUESTION, with_memory))
+        second = await _collect(runs.run(RunSettings("react", "math"), QUESTION, without))
+    finally:
+        await memory.close()
+    for text, events, outcome in (first, second):  # a calculation: nothing recalled, the run as without memory
+        assert text == "391." and outcome.citations == () and outcome.stop_reason == "answered"
+        assert [(e.kind, e.tool) for e in events] == [("tool_call", "calculator"), ("tool_result", "calculator")]
+    offered = [
+        [c["properties"]["tool"]["const"] for c in r.json_schema["anyOf"]] for r in engines["math"].requests[::3]
+    ]
+    assert offered == [["calculator", "recall", "none"], ["calculator", "none"]]  # recall only where memory holds some

@@ -32,6 +32,7 @@ DEEP: dict[str, object] = {"type": "object"}
 for _ in range(400):  # fits JSON's nesting limit, not the schema checker's recursion
     DEEP = {"type": "object", "properties": {"a": DEEP}}
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,27 @@ async def stack(
 
 
 REFUSED = [  # (extra body, the param the 400 names, its code)
-    ({"tools": [TOOL]}, "tools", "unsupported_parameter"),
-    ({"tools": [TOOL], "tool_choice": "required"}, "tools", "unsupported_parameter"),
-    ({"tool_choice": {"type": "function", "function": {"name": "lookup"}}}, "tool_choice", "unsupported_parameter"),
-    ({"parallel_tool_calls": False}, "parallel_tool_calls", "unsupported_parameter"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}]},
+     "tools.0.function.parameters", "invalid_json_schema"),
+    ({"tools": [TOOL, TOOL]}, "tools.1.function.name", "invalid_value"),
+    ({"tools": [{"type": "retrieval", "function": TOOL["function"]}]}, "tools.0.type", "invalid_value"),
+    ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, "tools.0.function.name", "invalid_value"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "absent"}}}, "tool_choice",
+     "invalid_value"),
+    ({"tool_choice": "required"}, "tool_choice", "invalid_value"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function"}}, "tool_choice", "invalid_value"),
+    ({"tools": [TOOL], "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
+    ({"parallel_tool_calls": False}, "parallel_tool_calls", "invalid_value"),
+    ({"model": "chimera", "tools": [TOOL]}, "tools", "unsupported_parameter"),
+    ({"tools": [TOOL], "response_format": {"type": "json_object"}}, "response_format", "unsupported_parameter"),
+    ({"messages": [*USER, {"role": "assistant", "tool_calls": [CALL]}, {"role": "tool", "tool_call_id": "call_2",
+                                                                        "content": "1815"}]},
+     "messages.2.tool_call_id", "invalid_value"),
+    ({"messages": [*USER, {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "lookup",
+                                                                                     "arguments": "{1815"}}]}]},
+     "messages.1.tool_calls.0.function.arguments", "invalid_value"),
+    ({"messages": [*USER, {"role": "user", "content": "hi", "tool_calls": [CALL]}]}, "messages.1.tool_calls",
+     "invalid_value"),
     ({"logprobs": True}, "logprobs", "unsupported_parameter"),
     ({"logprobs": False, "top_logprobs": 2}, "top_logprobs", "unsupported_parameter"),
     ({"n": 2}, "n", "invalid_value"),

@@ -79,6 +79,21 @@ def test_unknown_key_and_missing_expert_are_rejected(tmp_path: Path) -> None:
         ChimeraConfig.model_validate(config)
 
 
+def test_agent_answer_caps_are_per_expert_and_leave_half_the_window_to_the_prompt() -> None:
+    config = load_config(CONFIGS / "local.yaml").model_dump(mode="json")
+    config["agent"] |= {"answer_max_tokens": 384, "answer_max_tokens_by_expert": {"code": 1024}}
+    agent = ChimeraConfig.model_validate(config).agent
+    assert (agent.answer_tokens("chat"), agent.answer_tokens("code")) == (384, 1024)
+    config["engines"]["smollm2"]["max_model_len"] = 1536  # half: 768, less than code's 1024
+    with pytest.raises(
+        ValueError, match="answer cap on expert 'code' \\(1024 tokens\\) exceeds half the max_model_len"
+    ):
+        ChimeraConfig.model_validate(config)
+    config["agent"]["answer_max_tokens_by_expert"] = {"code": 0}
+    with pytest.raises(ValueError, match="greater than 0"):
+        ChimeraConfig.model_validate(config)
+
+
 def test_config_is_frozen() -> None:
     config = load_config(CONFIGS / "local.yaml")
     with pytest.raises(ValueError):

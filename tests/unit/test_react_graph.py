@@ -1,15 +1,22 @@
 """Graph logic of the ReAct agent with a scripted engine: routing, bounds, tool errors as observations."""
 
 import json
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from pydantic import BaseModel
 
-from chimera.agents.react import build_react_graph, parse_decision
-from chimera.agents.state import AgentContext, ProgressEvent
+from chimera.agents.react import build_react_graph, cited, parse_decision, same_call
+from chimera.agents.state import AgentContext, ProgressEvent, ToolCall
+from chimera.memory.long_context.extractive import ExtractiveMemory
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert
 from chimera.models.specs import ExpertSpec
-from chimera.tools.calculator import Calculator
+from chimera.tools.base import SourcedResult, Tool
+from chimera.tools.calculator import Calculator, CalculatorArgs
+from chimera.tools.recall import Recall
+from chimera.tools.search.types import Chunk, RetrievedChunk
 from tests.unit.fakes import ScriptedEngine
 
 SPEC = ExpertSpec(engine="fake", system_prompt="You are a test expert.")
@@ -23,12 +30,16 @@ NONE = json.dumps({"tool": "none"})
 
 
 async def _run(
-    replies: list[str], question: str = "What is 17 * 23?", max_steps: int = 3, max_run_tokens: int | None = None
+    replies: list[str],
+    question: str = "What is 17 * 23?",
+    max_steps: int = 3,
+    max_run_tokens: int | None = None,
+    tools: dict[str, Tool] | None = None,
 ):
     engine = ScriptedEngine(replies)
     context = AgentContext(
         expert=Expert("math", SPEC, engine, "fake"),
-        tools={"calculator": Calculator()},
+        tools=tools if tools is not None else {"calculator": Calculator()},
         max_steps=max_steps,
         decision_max_tokens=64,
         max_run_tokens=max_run_tokens,
@@ -78,6 +89,53 @@ async def test_repeated_identical_call_ends_the_loop() -> None:
     state, _ = await _run([_call("2 + 2"), _call("2 + 2"), "4"])
     assert len(state["tool_calls"]) == 1 and state["answer"] == "4"
     assert state["stop_reason"] == "repeated_call"
+
+
+class CountedCalculator(Calculator):
+    """The calculator, counting the calls it runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, args: CalculatorArgs) -> str:
+        self.runs += 1
+        return await super().run(args)
+
+
+async def test_a_repeated_call_is_answered_from_its_observation_not_run_again() -> None:
+    calculator = CountedCalculator()
+    # the same call written with other spacing, as the demo's model did three times over
+    state, engine = await _run(
+        [_call("17*23"), _call(" 17 * 23 "), "17 * 23 is 391."], tools={"calculator": calculator}
+    )
+    assert calculator.runs == 1 and [c.result for c in state["tool_calls"]] == ["391"]
+    assert state["stop_reason"] == "repeated_call" and state["steps"] == 2
+    assert state["answer"] == "17 * 23 is 391."
+    assert len(engine.requests) == 3  # two decisions, then the answer: no third decision
+    assert engine.requests[2].json_schema is None and "391" in engine.requests[2].messages[-1].content
+
+
+async def test_a_call_that_brings_back_an_earlier_result_ends_the_loop() -> None:
+    state, engine = await _run([_call("17 * 23"), _call("23 * 17"), "391."], max_steps=4)
+    assert [c.result for c in state["tool_calls"]] == ["391", "391"]  # both ran; the second taught nothing
+    assert state["stop_reason"] == "repeated_result" and state["steps"] == 2
+    assert state["answer"] == "391." and engine.replies == []
+    assert engine.requests[2].messages[-1].content.count("= 391") == 1  # one fact for the answer, not two
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"expression": "17*23"}, {"expression": "17 * 23"}, True),
+        ({"expression": "(1 + 2)  *3"}, {"expression": "(1+2) * 3"}, True),
+        ({"query": "Heron  budget"}, {"query": " Heron budget"}, True),
+        ({"query": "Heron budget"}, {"query": "Heron launch"}, False),
+        ({"code": "if x:\n    a()\nb()"}, {"code": "if x:\n    a()\n    b()"}, False),  # indentation is code
+    ],
+)
+def test_calls_are_the_same_up_to_spacing(a: dict, b: dict, same: bool) -> None:
+    assert same_call(ToolCall("t", a), ToolCall("t", b)) is same
+    assert not same_call(ToolCall("t", a), ToolCall("other", a))
 
 
 async def test_token_budget_stops_the_loop_with_a_partial_answer() -> None:
@@ -141,3 +199,49 @@ async def test_progress_events_stream_before_the_answer() -> None:
     ]
     assert chunks.index(events[-1]) < chunks.index(next(c for c in chunks if isinstance(c, str)))
     assert "".join(c for c in chunks if isinstance(c, str)) == "It is 391."
+
+
+class QueryArgs(BaseModel):
+    query: str
+
+
+class Handbook(Tool):
+    """A document search over one fixed passage; grounds every question in it, counts the searches it runs."""
+
+    name: ClassVar[str] = "handbook"
+    description: ClassVar[str] = "Search the handbook."
+    Args: ClassVar[type[BaseModel]] = QueryArgs
+
+    def __init__(self) -> None:
+        self.runs = 0
+        chunk = Chunk(id="c1", doc_id="d1", text="Meals are paid up to 45 euros a day.", source="handbook.md",
+                      ordinal=0, content_hash="h1")  # fmt: skip
+        self.found = SourcedResult((RetrievedChunk(chunk, 1.0, "test"),))
+
+    async def ground(self, question: str) -> SourcedResult:
+        return self.found
+
+    async def run(self, args: QueryArgs) -> SourcedResult:
+        self.runs += 1
+        return self.found
+
+
+async def test_a_search_for_what_ground_already_found_is_not_run_again() -> None:
+    handbook = Handbook()
+    question = "How much are meals paid?"
+    search = json.dumps({"tool": "handbook", "arguments": {"query": question}})
+    state, engine = await _run([search, "Up to 45 euros [1]."], question=question, tools={"handbook": handbook})
+    assert handbook.runs == 0 and state["stop_reason"] == "repeated_call"
+    assert [c.source for c in cited(state["tool_calls"])] == ["handbook.md"]
+    assert "[1] handbook.md: Meals are paid" in engine.requests[1].messages[-1].content
+    assert state["answer"] == "Up to 45 euros [1].\n\nSources:\n[1] handbook.md"
+
+
+async def test_a_memory_that_cannot_be_read_does_not_stop_the_run(tmp_path: Path) -> None:
+    dead = ExtractiveMemory(f"unix://{tmp_path}/no.sock")
+    tools: dict[str, Tool] = {"calculator": Calculator(), "recall": Recall(dead, "s")}
+    try:
+        state, _ = await _run([NONE, "Paris."], question="Capital of France?", tools=tools)
+    finally:
+        await dead.close()
+    assert state["tool_calls"] == [] and state["answer"] == "Paris." and state["stop_reason"] == "answered"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from chimera.guardrails.pii import PiiMasker
+from chimera.guardrails.pii import SUPPORTED_ENTITIES, PiiMasker
 from chimera.guardrails.streaming import PHONE_GLUE, SOFT_SPACES, StreamMasker, can_split_at
 
 ENTITIES = [
@@ -39,7 +39,8 @@ SEPARATORS = [" ", " ", " ", ", ", "\n", "\n\n", "\t", ". ", ": "]
 
 @pytest.fixture(scope="module")
 def masker(tmp_path_factory: pytest.TempPathFactory) -> PiiMasker:
-    return PiiMasker(tmp_path_factory.mktemp("guard") / "spacy-blank-en")
+    # every entity, URLs (opt-in) included: the stream must hold back whatever a configuration masks
+    return PiiMasker(tmp_path_factory.mktemp("guard") / "spacy-blank-en", entities=SUPPORTED_ENTITIES)
 
 
 def _answer(rng: random.Random) -> str:
@@ -141,6 +142,46 @@ def test_phone_punctuation_and_spaces_match_libphonenumber() -> None:
 )
 def test_boundary_rule(text: str, splittable: bool) -> None:
     assert can_split_at(text + " ", len(text)) is splittable
+
+
+CODE = [
+    "```python\nxs = items[::2]\nmail = 'ada@example.org'\n```\n",
+    "~~~\nssh deploy@10.0.0.12 -p 2222\n~~~\n",
+    "`x[1::3]`",
+    "`git config user.email kim@example.org`",
+    "``a`b``",
+    "`",  # an unmatched backtick: the text after it is prose
+    "```x```",
+    "v1.2.3.4",
+    "ts = 1700000000",
+    "0xdeadbeef",
+]
+
+
+def test_code_streams_unmasked_and_exactly_like_the_whole_text(masker: PiiMasker) -> None:
+    rng = random.Random(29)
+    kept_code = 0
+    for trial in range(120):
+        parts = [
+            rng.choice(CODE) if rng.random() < 0.4 else rng.choice(ENTITIES + PROSE) for _ in range(rng.randint(2, 10))
+        ]
+        text = "".join(part + rng.choice(SEPARATORS) for part in parts)
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(1, 30))))
+        expected = masker.mask(text)
+        got, _ = _streamed(masker, text, cuts)
+        assert got == expected, (trial, text, cuts)
+        kept_code += "items[::2]" in expected or "kim@example.org" in expected
+    assert kept_code > 10  # the generator does produce code the masker leaves alone
+
+
+def test_an_open_code_block_goes_out_as_it_arrives_unmasked(masker: PiiMasker) -> None:
+    stream = StreamMasker(masker, window=64)
+    assert stream.push("Run:\n```sh\n") == "Run:\n```sh\n"
+    assert stream.push("ssh ada@10.0.0.1") == "ssh ada@10.0.0.1"  # inside the fence: nothing held back
+    assert stream.push(" -p 2222\n```\nor mail ada@example.org") == " -p 2222\n```\nor mail "
+    assert stream.push(" `ada@example.org`") == "<EMAIL_ADDRESS> "  # the closing run may still grow
+    assert stream.push(" ok") == "`ada@example.org` "
+    assert stream.flush() == "ok"
 
 
 def test_window_must_be_positive(masker: PiiMasker) -> None:

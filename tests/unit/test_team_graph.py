@@ -1,12 +1,13 @@
 """Graph logic of the supervisor team with scripted engines: plan, parallel specialists, synthesis, fallbacks."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from chimera.agents.team import SubTask, TeamContext, build_team_graph, parse_plan, team_citations
+from chimera.agents.team import SubTask, TeamContext, build_team_graph, parse_plan, says_something, team_citations
 from chimera.messages import ChatMessage
-from chimera.models.expert import Expert
+from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.specs import ExpertSpec
 from chimera.tools.calculator import Calculator
 from tests.unit.fakes import ScriptedEngine
@@ -69,7 +70,35 @@ async def test_unparseable_plan_falls_back_to_one_research_task() -> None:
 
 
 def test_parse_plan_bounds_and_filters() -> None:
-    text = _plan(("math", "a"), ("poetry", "b"), ("code", " "), ("research", "c"), ("math", "d"), ("code", "e"))
-    assert parse_plan(text, "q", max_tasks=3) == [SubTask("math", "a"), SubTask("research", "c"), SubTask("math", "d")]
+    a, b, c, d, e = (f"Do step {x}" for x in "abcde")
+    text = _plan(("math", a), ("poetry", b), ("code", " "), ("research", c), ("math", d), ("code", e))
+    assert parse_plan(text, "q", max_tasks=3) == [SubTask("math", a), SubTask("research", c), SubTask("math", d)]
     assert parse_plan('{"tasks": []}', "q", 3) == [SubTask("research", "q")]
     assert parse_plan('{"tasks": [{"agent": "math"}]}', "q", 3) == [SubTask("research", "q")]
+
+
+@pytest.mark.parametrize("task", ["1", "2", "3 4", "...", "math", "- -"])
+def test_a_task_that_says_nothing_is_the_whole_question(task: str) -> None:
+    question = "What is 15% of 240, and what does the travel policy say about meals?"
+    assert parse_plan(_plan(("math", task)), question, 3) == [SubTask("math", question)]
+    assert not says_something(task)
+
+
+def test_a_sub_task_planned_twice_runs_once() -> None:
+    plan = parse_plan(_plan(("math", "1"), ("math", "2"), ("research", "Find the meal allowance")), "Q?", 3)
+    assert plan == [SubTask("math", "Q?"), SubTask("research", "Find the meal allowance")]
+
+
+async def test_specialists_and_synthesizer_answer_within_their_experts_budgets() -> None:
+    context, engines = _team(
+        {
+            "chat": [_plan(("math", "Compute 17 * 23"), ("code", "Write a reverse function")), "Both done."],
+            "math": [NONE, "391."],
+            "code": [NONE, "def rev(s): return s[::-1]"],
+        }
+    )
+    budgets = {"chat": SamplingOverrides(max_tokens=500), "math": SamplingOverrides(max_tokens=200),
+               "code": SamplingOverrides(max_tokens=900)}  # fmt: skip
+    await _run(replace(context, answer_sampling=budgets), "What is 17 * 23, and write a string reverse.")
+    answers = {name: [r.max_tokens for r in e.requests if r.json_schema is None] for name, e in engines.items()}
+    assert answers == {"chat": [500], "math": [200], "code": [900]}

@@ -162,11 +162,13 @@ class Ingestor:
         """
         source = source or doc_id
         meta = MappingProxyType(dict(metadata or {}))
+        ingested_at = time.time()
         chunks = [
             Chunk(
                 id=Chunk.make_id(tenant, doc_id, i, piece.text),
                 doc_id=doc_id, text=piece.text, source=source, ordinal=i, content_hash=content_hash,
                 page=piece.page, heading_path=piece.heading_path, tenant=tenant, acl=acl, metadata=meta,
+                ingested_at=ingested_at,
             )
             for i, piece in enumerate(self.chunker.chunk(sections))
         ]  # fmt: skip

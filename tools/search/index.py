@@ -107,6 +107,10 @@ class HybridIndex:
             part.keep(keep)
         return int(gone.sum())
 
+    def remove_tenant(self, tenant: str) -> int:
+        """Remove every document of `tenant` from every retriever and the graph; returns how many chunks went."""
+        return self.remove_sources(list(self.table.sources(tenant)), tenant)
+
     def sources(self, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
         """Indexed sources of `tenant` and the content hash each was indexed at."""
         return self.table.sources(tenant)
@@ -218,6 +222,19 @@ class HybridIndex:
                 self.graph.add([missing_mentions[c.id]])
             else:
                 self.graph.add_counts(stored[c.id])
+
+
+def read_table(directory: Path) -> ChunkTable:
+    """The live version's chunk table alone (empty when nothing is indexed): what listing documents needs, without
+    the embedder, the retrievers or the graph store."""
+    version = _live_version(directory)
+    return ChunkTable.load(version / "chunks.jsonl") if version is not None else ChunkTable()
+
+
+def live_version(directory: Path) -> str | None:
+    """The name of the live version folder (None: nothing indexed yet); it changes with every save."""
+    version = _live_version(directory)
+    return version.name if version is not None else None
 
 
 def _live_version(directory: Path) -> Path | None:

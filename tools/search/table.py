@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from chimera.tools.search.types import DEFAULT_TENANT, Chunk, SearchFilters
+from chimera.tools.search.types import DEFAULT_TENANT, Chunk, DocumentInfo, SearchFilters
 
 
 class ChunkTable:
@@ -62,6 +62,22 @@ class ChunkTable:
         """Sources of `tenant` in the table, with the content hash each was indexed at."""
         return {s: self.chunks[rows[0]].content_hash for (t, s), rows in self._rows_by_source.items() if t == tenant}
 
+    def documents(self, tenant: str | None = None) -> list[DocumentInfo]:
+        """The documents of `tenant` (None: of every tenant), ordered by tenant, then source."""
+        found = []
+        for (t, source), rows in self._rows_by_source.items():
+            if tenant is None or t == tenant:
+                first = self.chunks[rows[0]]
+                found.append(
+                    DocumentInfo(source, first.doc_id, t, first.acl, len(rows), first.content_hash,
+                                 first.ingested_at, first.metadata)
+                )  # fmt: skip
+        return sorted(found, key=lambda d: (d.tenant, d.source))
+
+    def chunks_of(self, source: str, tenant: str) -> list[Chunk]:
+        """The chunks of one document, in document order."""
+        return sorted((self.chunks[r] for r in self._rows_by_source.get((tenant, source), [])), key=lambda c: c.ordinal)
+
     def rows_of_sources(self, sources: Iterable[str], tenant: str) -> np.ndarray:
         """Boolean mask of the rows that came from any of `sources` in `tenant`.  # (N,)"""
         mask = np.zeros(len(self.chunks), dtype=bool)
@@ -91,6 +107,7 @@ class ChunkTable:
                     "id": c.id, "doc_id": c.doc_id, "text": c.text, "source": c.source, "ordinal": c.ordinal,
                     "content_hash": c.content_hash, "page": c.page, "heading_path": list(c.heading_path),
                     "tenant": c.tenant, "acl": list(c.acl), "metadata": dict(c.metadata),
+                    "ingested_at": c.ingested_at,
                 }  # fmt: skip
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 

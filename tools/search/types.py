@@ -40,6 +40,7 @@ class Chunk:
     tenant: str = DEFAULT_TENANT
     acl: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ingested_at: float = 0.0  # Unix time its document was indexed at (0: before the index recorded it)
 
     @property
     def index_text(self) -> str:
@@ -53,6 +54,24 @@ class Chunk:
         """A stable chunk id from where the chunk is and what it says."""
         key = f"{tenant}\0{doc_id}\0{ordinal}\0{text}".encode()
         return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """One indexed document as its chunks describe it (every chunk of a document shares these)."""
+
+    source: str
+    doc_id: str
+    tenant: str
+    acl: tuple[str, ...]
+    chunk_count: int
+    content_hash: str
+    ingested_at: float  # 0: indexed before ingestion times were recorded
+    metadata: Mapping[str, str]
+
+    def visible_to(self, groups: frozenset[str]) -> bool:
+        """Whether a caller with `groups` may see it: untagged documents are visible to the whole tenant."""
+        return not self.acl or bool(groups.intersection(self.acl))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +127,11 @@ class RetrievedChunk:
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    """A passage an answer may cite as `[n]`; `chunk_id` is stable across re-ingests of an unchanged file."""
+    """A passage an answer may cite as `[n]`; `chunk_id` is stable across re-ingests of an unchanged file.
+
+    `verified` and `score` are set once the answer has been checked against the passage (agents/citations.py):
+    whether every claim citing it is supported by it, and the lowest support among them.
+    """
 
     n: int
     chunk_id: str
@@ -116,6 +139,8 @@ class Citation:
     page: int | None
     heading_path: tuple[str, ...]
     text: str
+    verified: bool | None = None
+    score: float | None = None
 
     @staticmethod
     def of(n: int, found: RetrievedChunk) -> Citation:
@@ -130,6 +155,10 @@ class Citation:
         return f"[{self.n}] {self.source}{page}{heading}"
 
     def as_dict(self) -> dict[str, object]:
-        """The wire form (the API's `chimera.citations` items)."""
-        return {"n": self.n, "id": self.chunk_id, "source": self.source, "page": self.page,
-                "heading_path": list(self.heading_path), "text": self.text}  # fmt: skip
+        """The wire form (the API's `chimera.citations` items); `verified` and `score` once checked."""
+        wire: dict[str, object] = {"n": self.n, "id": self.chunk_id, "source": self.source, "page": self.page,
+                                   "heading_path": list(self.heading_path), "text": self.text}  # fmt: skip
+        if self.verified is not None:
+            wire["verified"] = self.verified
+            wire["score"] = None if self.score is None else round(self.score, 3)
+        return wire
