@@ -35,8 +35,6 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -46,11 +44,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import yaml
 
-from chimera.cluster.engines import local_engine_specs
 from chimera.config import load_config
-from chimera.server_process import ServerProcess, free_port
+from chimera.server_process import ServerProcess, free_port, ingest, isolated_config
 from chimera.spans.factory import span_store_path
 from chimera.spans.sqlite import SqliteSpanStore
 from chimera.spans.store import SpanStore, TraceNotFoundError
@@ -227,32 +223,6 @@ def call_stats(spans: list[dict[str, Any]]) -> CallStats:
             else:
                 stats.call_errors += 1
     return stats
-
-
-def isolated_config(config_path: Path, data_dir: Path) -> Path:
-    """A copy of the config with its own data dir, index and span store; packaged models stay where `chimera
-    models prepare` put them (the original data dir), so they are not converted again."""
-    config = load_config(config_path)
-    raw = yaml.safe_load(config_path.read_text())
-    raw["data_dir"] = str(data_dir)
-    for name, spec in local_engine_specs(config).items():
-        raw["engines"][name]["model"] = spec.model
-    raw["tracing"] = {**(raw.get("tracing") or {}), "exporter": "store"}
-    raw["search"] = {**(raw.get("search") or {}), "index_dir": str(data_dir / "index"), "graph_store": "embedded",
-                     "neo4j_uri": None}  # fmt: skip
-    out = data_dir / "config.yaml"
-    out.write_text(yaml.safe_dump(raw))
-    load_config(out)  # fail here, readably
-    return out
-
-
-def ingest(config_path: Path, docs: Path, env: dict[str, str]) -> str:
-    """`chimera ingest` the docs into the isolated index; its summary line."""
-    command = [sys.executable, "-m", "chimera.cli", "--config", str(config_path), "ingest", str(docs)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"ingest failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 async def run_spans(traces: SpanStore, trace_id: str, timeout_s: float = 15) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ one request at a time, not streamed). Per graph:
 """
 
 import asyncio
-import json
 import re
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chimera.errors import ChimeraError
+from chimera.jsonl import json_objects
 
 DEFAULT_GRAPHS = ("chimera-react", "chimera-team")
 _MARKER = re.compile(r"(?<![\w\])\[])(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+")  # as agents/citations.py reads them
@@ -58,16 +58,8 @@ def load_questions(path: Path) -> list[AnswerQuestion]:
     if not path.is_file():
         raise ChimeraError(f"no such data file: {path}")
     questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in json_objects(path):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ChimeraError(f"{where}: not JSON ({e.msg})") from e
-        if not isinstance(row, dict):
-            raise ChimeraError(f"{where}: expected a JSON object")
         question, present, source = row.get("question"), row.get("answer_present"), row.get("supporting_source")
         if not isinstance(question, str) or not question.strip():
             raise ChimeraError(f"{where}: `question` must be a non-empty string")
@@ -133,13 +125,13 @@ def evaluate_answers(
         raise ChimeraError(f"no such documents folder: {docs}")
     import os
 
-    from chimera.server_process import ServerProcess, free_port
+    from chimera.server_process import ServerProcess, free_port, ingest, isolated_config
 
     scratch = Path(tempfile.mkdtemp(prefix="chimera-eval-answers-"))
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "", "NEO4J_URI": ""}
     try:
-        isolated = _isolated_config(config_path, scratch)
-        _ingest(isolated, docs, env)
+        isolated = isolated_config(config_path, scratch)
+        ingest(isolated, docs, env)
         with ServerProcess(isolated, free_port(), scratch / "server.log", env=env) as server:
             answers = asyncio.run(_ask_all(server.url, graphs, questions, max_tokens))
     finally:
@@ -171,36 +163,6 @@ def format_report(report: dict[str, Any]) -> str:
     for graph, m in report["per_graph"].items():
         lines.append(f"{graph:<16}" + "".join(f"{'-' if m[k] is None else m[k]:>22}" for k in keys))
     return "\n".join(lines)
-
-
-def _isolated_config(config_path: Path, data_dir: Path) -> Path:
-    """A copy of the config with its own data dir, index and span store; the packaged models stay prepared where
-    they are."""
-    import yaml
-
-    from chimera.cluster.engines import local_engine_specs
-    from chimera.config import load_config
-
-    config = load_config(config_path)
-    raw = yaml.safe_load(config_path.read_text()) or {}
-    raw["data_dir"] = str(data_dir)
-    for name, spec in local_engine_specs(config).items():
-        raw["engines"][name]["model"] = spec.model
-    raw["search"] = {**(raw.get("search") or {}), "index_dir": str(data_dir / "index"), "graph_store": "embedded",
-                     "neo4j_uri": None}  # fmt: skip
-    out = data_dir / "config.yaml"
-    out.write_text(yaml.safe_dump(raw))
-    return out
-
-
-def _ingest(config_path: Path, docs: Path, env: dict[str, str]) -> None:
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-m", "chimera.cli", "--config", str(config_path), "ingest", str(docs)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise ChimeraError(f"ingesting {docs} failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
 async def _ask_all(url: str, graphs: Sequence[str], questions: list[AnswerQuestion], max_tokens: int) -> list[Answered]:

@@ -97,3 +97,38 @@ class ServerProcess:
 
     def _tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def isolated_config(config_path: Path, data_dir: Path) -> Path:
+    """A copy of the config with its own data dir, index, embedded graph and span store (evals and benchmarks
+    that must not touch the user's); packaged models stay where `chimera models prepare` put them."""
+    import yaml
+
+    from chimera.cluster.engines import local_engine_specs
+    from chimera.config import load_config
+
+    config = load_config(config_path)
+    raw = yaml.safe_load(config_path.read_text()) or {}
+    raw["data_dir"] = str(data_dir)
+    for name, spec in local_engine_specs(config).items():
+        raw["engines"][name]["model"] = spec.model
+    raw["tracing"] = {**(raw.get("tracing") or {}), "exporter": "store"}
+    raw["search"] = {**(raw.get("search") or {}), "index_dir": str(data_dir / "index"), "graph_store": "embedded",
+                     "neo4j_uri": None}  # fmt: skip
+    out = data_dir / "config.yaml"
+    out.write_text(yaml.safe_dump(raw))
+    load_config(out)  # fail here, readably
+    return out
+
+
+def ingest(config_path: Path, docs: Path, env: dict[str, str]) -> str:
+    """`chimera ingest` `docs` with that config (a child process, as a user would); its summary line.
+
+    Raises:
+        LaunchError: the ingestion failed.
+    """
+    command = [sys.executable, "-m", "chimera.cli", "--config", str(config_path), "ingest", str(docs)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise LaunchError(f"ingesting {docs} failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]

@@ -9,7 +9,6 @@ are left out of the scores (and counted).
 """
 
 import itertools
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from chimera.guardrails.errors import GuardDataError
 from chimera.guardrails.pii import SUPPORTED_ENTITIES, PiiMasker, PiiSpan
 from chimera.guardrails.streaming import StreamMasker
+from chimera.jsonl import json_objects
 
 #: Delta sizes the streamed masking is checked with, against masking the whole text.
 STREAM_DELTAS = (3, 11)
@@ -49,25 +49,14 @@ def load_pii_examples(path: Path) -> list[PiiExample]:
     Raises:
         GuardDataError: a missing or unreadable file, or a line that is not such an object, as `file:line`.
     """
-    try:
-        # split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold raw
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise GuardDataError(f"{path}: cannot read: {e}") from e
-    examples = [_example(path, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    examples = [_example(path, n, row) for n, row in json_objects(path, GuardDataError)]
     if not examples:
         raise GuardDataError(f"{path}: no examples")
     return examples
 
 
-def _example(path: Path, n: int, line: str) -> PiiExample:
+def _example(path: Path, n: int, row: dict[str, Any]) -> PiiExample:
     where = f"{path}:{n}"
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise GuardDataError(f"{where}: not JSON ({e})") from e
-    if not isinstance(row, dict):
-        raise GuardDataError(f"{where}: expected a JSON object with `text` and `pii`")
     missing = [key for key in ("text", "pii") if key not in row]
     if missing:
         raise GuardDataError(f"{where}: missing {', '.join(f'`{k}`' for k in missing)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chimera.errors import ChimeraError
+from chimera.jsonl import json_objects
 from chimera.tools.search.types import RetrievedChunk, Section
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class BeirDataset:
 
     def documents(self) -> Iterator[BeirDocument]:
         """The corpus, streamed."""
-        for number, record in _jsonl(self.corpus_path):
+        for number, record in json_objects(self.corpus_path, BeirFormatError):
             if "_id" not in record or "text" not in record:
                 raise BeirFormatError(f"{self.corpus_path}:{number}: a document needs `_id` and `text`")
             yield BeirDocument(str(record["_id"]), str(record.get("title") or ""), str(record["text"]))
@@ -77,7 +77,7 @@ def load_beir(directory: Path, split: str = "test") -> BeirDataset:
             if score > 0:
                 qrels.setdefault(fields[0], {})[fields[1]] = score
     queries: dict[str, str] = {}
-    for number, record in _jsonl(queries_path):
+    for number, record in json_objects(queries_path, BeirFormatError):
         if "_id" not in record or "text" not in record:
             raise BeirFormatError(f"{queries_path}:{number}: a query needs `_id` and `text`")
         if str(record["_id"]) in qrels:
@@ -85,20 +85,6 @@ def load_beir(directory: Path, split: str = "test") -> BeirDataset:
     if not queries:
         raise BeirFormatError(f"{directory}: no query of queries.jsonl has a judgement in {qrels_path.name}")
     return BeirDataset(directory.name, corpus, queries, {q: qrels[q] for q in queries})
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BeirFormatError(f"{path}:{number}: not JSON ({e.msg})") from e
-            if not isinstance(record, dict):
-                raise BeirFormatError(f"{path}:{number}: expected a JSON object")
-            yield number, record
 
 
 def ranked_documents(chunks: Sequence[RetrievedChunk]) -> list[str]:
