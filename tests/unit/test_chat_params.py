@@ -6,7 +6,6 @@ decoding itself (the output held to the schema) is vLLM's: tests/integration/tes
 """
 
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import jsonschema
@@ -15,10 +14,9 @@ import pydantic
 import pytest
 
 from chimera.config import ChimeraConfig
-from chimera.guardrails.nemo_rails import NemoRails
 from chimera.service import Service
 from tests.unit.fakes import ScriptedEngine
-from tests.unit.http_server import in_process, local_config, served
+from tests.unit.http_server import local_config
 
 USER = [{"role": "user", "content": "Tell me about Ada Lovelace."}]
 PERSON = {
@@ -38,15 +36,6 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "argu
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> ChimeraConfig:
     return local_config(tmp_path_factory.mktemp("chimera-params"))
-
-
-@pytest.fixture
-async def stack(
-    config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
-) -> AsyncIterator[tuple[Service, ScriptedEngine, httpx.AsyncClient]]:
-    engine = ScriptedEngine([])
-    async with in_process(config, engine, redis_url, nemo_rails) as (service, http):
-        yield service, engine, http
 
 
 REFUSED = [  # (extra body, the param the 400 names, its code)
@@ -105,9 +94,9 @@ REFUSED = [  # (extra body, the param the 400 names, its code)
 
 @pytest.mark.parametrize(("extra", "param", "code"), REFUSED, ids=[r[1] + ":" + r[2] for r in REFUSED])
 async def test_a_parameter_that_would_not_be_honoured_is_a_400_naming_it(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient], extra: dict[str, object], param: str, code: str
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient], extra: dict[str, object], param: str, code: str
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     response = await http.post("/v1/chat/completions", json={"model": "chimera-chat", "messages": USER, **extra})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -120,8 +109,10 @@ async def test_a_parameter_that_would_not_be_honoured_is_a_400_naming_it(
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "Still here."
 
 
-async def test_sampling_parameters_reach_the_engine(stack: tuple[Service, ScriptedEngine, httpx.AsyncClient]) -> None:
-    _, engine, http = stack
+async def test_sampling_parameters_reach_the_engine(
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+) -> None:
+    _, engine, http = scripted_stack
     engine.replies.append("She wrote the first program. And more.")
     body = {"model": "chimera-text", "messages": USER, "seed": 7, "stop": [". And"], "presence_penalty": 0.5,
             "frequency_penalty": -0.25, "temperature": 0.3, "top_p": 0.9, "user": "end-user-42"}  # fmt: skip
@@ -134,9 +125,9 @@ async def test_sampling_parameters_reach_the_engine(stack: tuple[Service, Script
 
 
 async def test_tools_the_model_must_not_call_are_accepted(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     engine.replies.append("No lookup needed.")
     body = {"model": "chimera-chat", "messages": USER, "tools": [TOOL], "tool_choice": "none",
             "parallel_tool_calls": False, "logprobs": False}  # fmt: skip
@@ -146,9 +137,9 @@ async def test_tools_the_model_must_not_call_are_accepted(
 
 
 async def test_json_mode_asks_the_engine_for_a_json_object(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     engine.replies.append('{"name": "Ada"}')
     body = {"model": "auto", "messages": USER, "response_format": {"type": "json_object"}}
     response = await http.post("/v1/chat/completions", json=body)
@@ -162,9 +153,9 @@ async def test_json_mode_asks_the_engine_for_a_json_object(
 
 
 async def test_the_openapi_document_describes_the_fields_and_refuses_others(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    document = (await stack[2].get("/openapi.json")).json()
+    document = (await scripted_stack[2].get("/openapi.json")).json()
     body = document["components"]["schemas"]["ChatCompletionRequest"]
     assert body["additionalProperties"] is False
     described = {"response_format", "presence_penalty", "frequency_penalty", "logprobs", "tools", "seed", "user"}
@@ -179,15 +170,8 @@ class Person(pydantic.BaseModel):
     born: int
 
 
-@pytest.fixture(scope="module")
-def served_url(config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails) -> Iterator[tuple[str, ScriptedEngine]]:
-    engine = ScriptedEngine([])
-    with served(config, engine, redis_url, nemo_rails) as url:
-        yield url, engine
-
-
-def test_the_openai_client_gets_json_of_its_schema(served_url: tuple[str, ScriptedEngine]) -> None:
-    url, engine = served_url
+def test_the_openai_client_gets_json_of_its_schema(scripted_url: tuple[str, ScriptedEngine]) -> None:
+    url, engine = scripted_url
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
     engine.replies.append('{"name": "Ada Lovelace", "born": 1815}')
     completion = client.chat.completions.create(

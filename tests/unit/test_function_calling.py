@@ -8,7 +8,6 @@ client over real HTTP for the round trip.
 """
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -17,10 +16,9 @@ import openai
 import pytest
 
 from chimera.config import ChimeraConfig
-from chimera.guardrails.nemo_rails import NemoRails
 from chimera.service import Service
 from tests.unit.fakes import ScriptedEngine
-from tests.unit.http_server import in_process, local_config, served
+from tests.unit.http_server import local_config
 
 WEATHER = {
     "type": "function",
@@ -48,19 +46,10 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> ChimeraConfig:
     return local_config(tmp_path_factory.mktemp("chimera-tools"))
 
 
-@pytest.fixture
-async def stack(
-    config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails
-) -> AsyncIterator[tuple[Service, ScriptedEngine, httpx.AsyncClient]]:
-    engine = ScriptedEngine([])
-    async with in_process(config, engine, redis_url, nemo_rails) as (service, http):
-        yield service, engine, http
-
-
 async def test_a_call_comes_back_as_tool_calls_decoded_under_the_tools_schema(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     engine.replies.append(decided(("get_weather", {"city": "Paris"})))
     response = await http.post(
         "/v1/chat/completions", json={"model": "chimera-chat", "messages": ASK, "tools": [WEATHER, TIME]}
@@ -84,9 +73,9 @@ async def test_a_call_comes_back_as_tool_calls_decoded_under_the_tools_schema(
 
 
 async def test_auto_without_a_call_answers_in_text_and_the_tool_reply_continues(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     call = {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
     replied = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
                {"role": "tool", "tool_call_id": "call_abc", "content": "18 C and sunny"}]  # fmt: skip
@@ -109,9 +98,9 @@ async def test_auto_without_a_call_answers_in_text_and_the_tool_reply_continues(
 
 
 async def test_required_named_and_single_calls_shape_the_schema(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
 
     async def schema_of(**extra: Any) -> dict[str, Any]:
         engine.replies.append(decided(("get_weather", {"city": "Oslo"})))
@@ -137,9 +126,9 @@ async def test_required_named_and_single_calls_shape_the_schema(
 
 
 async def test_a_decision_cut_short_by_max_tokens_keeps_its_complete_calls(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     engine.replies.append(decided(("get_weather", {"city": "Paris"})))
     body = {"model": "chimera-chat", "messages": ASK, "tools": [WEATHER], "max_tokens": 2}
     response = await http.post("/v1/chat/completions", json=body)
@@ -154,9 +143,9 @@ async def test_a_decision_cut_short_by_max_tokens_keeps_its_complete_calls(
 
 
 async def test_a_streamed_call_arrives_as_openai_tool_call_deltas(
-    stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
+    scripted_stack: tuple[Service, ScriptedEngine, httpx.AsyncClient],
 ) -> None:
-    _, engine, http = stack
+    _, engine, http = scripted_stack
     engine.replies.append(decided(("get_weather", {"city": "Paris"}), ("get_time", {})))
     body = {"model": "chimera-chat", "messages": ASK, "tools": [WEATHER, TIME], "stream": True}
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -170,15 +159,8 @@ async def test_a_streamed_call_arrives_as_openai_tool_call_deltas(
     assert choices[-1]["finish_reason"] == "tool_calls"
 
 
-@pytest.fixture(scope="module")
-def served_url(config: ChimeraConfig, redis_url: str, nemo_rails: NemoRails) -> Iterator[tuple[str, ScriptedEngine]]:
-    engine = ScriptedEngine([])
-    with served(config, engine, redis_url, nemo_rails) as url:
-        yield url, engine
-
-
-def test_the_openai_client_runs_a_tool_round_trip_streamed_and_not(served_url: tuple[str, ScriptedEngine]) -> None:
-    url, engine = served_url
+def test_the_openai_client_runs_a_tool_round_trip_streamed_and_not(scripted_url: tuple[str, ScriptedEngine]) -> None:
+    url, engine = scripted_url
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
     tools: Any = [WEATHER]
     engine.replies.append(decided(("get_weather", {"city": "Paris", "unit": "celsius"})))
@@ -203,7 +185,7 @@ def test_the_openai_client_runs_a_tool_round_trip_streamed_and_not(served_url: t
     assert streamed.choices[0].finish_reason == "tool_calls"
 
 
-def test_a_langchain_tool_loop_completes_a_two_tool_task(served_url: tuple[str, ScriptedEngine]) -> None:
+def test_a_langchain_tool_loop_completes_a_two_tool_task(scripted_url: tuple[str, ScriptedEngine]) -> None:
     from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
@@ -218,7 +200,7 @@ def test_a_langchain_tool_loop_completes_a_two_tool_task(served_url: tuple[str, 
         """Celsius to Fahrenheit."""
         return celsius * 9 / 5 + 32
 
-    url, engine = served_url
+    url, engine = scripted_url
     engine.replies += [decided(("get_weather", {"city": "Paris"})), decided(("to_fahrenheit", {"celsius": 18})),
                        decided(), "It is 64.4 F in Paris."]  # fmt: skip
     tools = {t.name: t for t in (get_weather, to_fahrenheit)}
