@@ -24,17 +24,9 @@ class ClientError(ChimeraError):
 
 
 @dataclass(frozen=True)
-class SessionPage:
-    """One page of `Client.sessions`: each session's `id`, `updated_at` (Unix time) and `messages` (count)."""
-
-    data: tuple[dict[str, Any], ...]
-    has_more: bool
-    last_id: str | None  # `after` for the next page
-
-
-@dataclass(frozen=True)
-class DocumentPage:
-    """One page of `Client.documents`: each document's `source`, `tenant`, `acl`, `chunk_count`, `ingested_at`."""
+class Page:
+    """One page of a list: `Client.sessions` (each session's `id`, `updated_at`, `messages` count) or
+    `Client.documents` (each document's `source`, `tenant`, `acl`, `chunk_count`, `ingested_at`)."""
 
     data: tuple[dict[str, Any], ...]
     has_more: bool
@@ -84,22 +76,14 @@ class Client:
         """The session's last agent run: `status` none, done or paused, with `next`, `pending` and `reason`."""
         return self._call("GET", f"/v1/sessions/{quote(session_id, safe='')}/run")
 
-    def sessions(self, *, limit: int = 20, after: str | None = None) -> SessionPage:
+    def sessions(self, *, limit: int = 20, after: str | None = None) -> Page:
         """One page of this key's sessions, most recently used first; pass the page's `last_id` as `after` for the
         next one (or use `all_sessions`)."""
-        params: dict[str, str | int] = {"limit": limit, **({"after": after} if after else {})}
-        body = self._call("GET", "/v1/sessions", params=params)
-        return SessionPage(tuple(body["data"]), body["has_more"], body["last_id"])
+        return self._page("/v1/sessions", limit, after)
 
     def all_sessions(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every session of this key (`id`, `updated_at`, `messages`), most recently used first, page by page."""
-        after = None
-        while True:
-            page = self.sessions(limit=page_size, after=after)
-            yield from page.data
-            if not page.has_more:
-                return
-            after = page.last_id
+        return self._all("/v1/sessions", page_size)
 
     def session(self, session_id: str) -> dict[str, Any]:
         """The session's stored `messages` (oldest first) and its last agent `run`; 404 for another key's."""
@@ -109,18 +93,24 @@ class Client:
         """Forget the session: its turns, its agent run's checkpoints and its long-context memory."""
         self._call("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
 
-    def documents(self, *, limit: int = 20, after: str | None = None) -> DocumentPage:
+    def documents(self, *, limit: int = 20, after: str | None = None) -> Page:
         """One page of the indexed documents this key's tenant and groups see, by source; pass the page's `last_id`
         as `after` for the next one (or use `all_documents`)."""
-        params: dict[str, str | int] = {"limit": limit, **({"after": after} if after else {})}
-        body = self._call("GET", "/v1/documents", params=params)
-        return DocumentPage(tuple(body["data"]), body["has_more"], body["last_id"])
+        return self._page("/v1/documents", limit, after)
 
     def all_documents(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Every indexed document this key sees, by source, page by page."""
+        return self._all("/v1/documents", page_size)
+
+    def _page(self, path: str, limit: int, after: str | None) -> Page:
+        params: dict[str, str | int] = {"limit": limit, **({"after": after} if after else {})}
+        body = self._call("GET", path, params=params)
+        return Page(tuple(body["data"]), body["has_more"], body["last_id"])
+
+    def _all(self, path: str, page_size: int) -> Iterator[dict[str, Any]]:
         after = None
         while True:
-            page = self.documents(limit=page_size, after=after)
+            page = self._page(path, page_size, after)
             yield from page.data
             if not page.has_more:
                 return
