@@ -16,6 +16,7 @@ exist, and the Sources list used to name every passage retrieved. `verify` split
 Scoring runs an embedder on CPU (a few ms per claim): call `verify` off the event loop (`asyncio.to_thread`).
 """
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -119,6 +120,23 @@ def verify(
         footer = "\n\nSources:\n" + "\n".join(labels)
     original = {k: n for n, k in numbers.items()}
     return VerifiedAnswer(rewritten, footer, checked, tuple(claims), original, max_relevance=relevance)
+
+
+@dataclass(frozen=True)
+class CitationCheck:
+    """How the agents check their answers' citations: the scorer, and what becomes of a marker no passage
+    supports (`agent.citations` in the config)."""
+
+    scorer: SupportScorer
+    unsupported: Unsupported = "mark"
+
+    async def verify(
+        self, answer: str, citations: Sequence[Citation], *, question: str | None, searched: Sequence[str] | None
+    ) -> VerifiedAnswer:
+        """`verify` off the event loop (the scorer runs an embedder)."""
+        return await asyncio.to_thread(
+            verify, answer, citations, self.scorer, question=question, searched=searched, unsupported=self.unsupported
+        )
 
 
 def abstention(sources: Sequence[str]) -> str:

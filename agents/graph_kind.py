@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from opentelemetry.context import Context
 
+from chimera.agents.citations import CitationCheck
 from chimera.config import AgentConfig
 from chimera.function_calls import FunctionCall
 from chimera.messages import ChatMessage
@@ -105,6 +106,7 @@ class RunInputs:
     agent: AgentConfig
     answer_sampling: SamplingOverrides  # the request's; `max_tokens` None: each expert's answer cap (`sampling_for`)
     trace_parent: Context | None
+    citation_check: CitationCheck | None = None  # how the answer's citations are checked (None: not checked)
 
     def sampling_for(self, expert: ExpertName) -> SamplingOverrides:
         """The sampling of an answer `expert` writes: the request's, capped at the agent's answer budget for that

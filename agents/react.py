@@ -23,6 +23,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from opentelemetry import trace
 
+from chimera.agents.citations import CitationCheck, VerifiedAnswer, abstention
 from chimera.agents.graph_kind import DECLINED, Finished, GraphKind, PendingToolCall, PendingWork, RunInputs
 from chimera.agents.prompts import (
     NO_TOOL,
@@ -226,37 +227,80 @@ def cited(calls: list[ToolCall]) -> list[Citation]:
 
 
 async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactState:
-    """Write the final answer, streaming it as it is generated."""
+    """Write the final answer, streaming it as it is generated (held until checked when its citations are)."""
     ctx = runtime.context
     with _tracer.start_as_current_span("agent.answer", context=ctx.trace_parent):
-        note = answer_context(state.get("tool_calls", []))
+        calls = state.get("tool_calls", [])
+        if ctx.require_sources and not calls:  # nothing found and nothing computed: say so, do not invent
+            text = abstention(())
+            get_stream_writer()(text)
+            return {"answer": text, "citations": (), "finish_reason": "stop"}
+        note = answer_context(calls)
         messages = [*state["messages"], *([note] if note else [])]
-        return await stream_answer(ctx.expert, messages, ctx.answer_sampling, cited(state.get("tool_calls", [])))
+        question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), None)
+        return await stream_answer(
+            ctx.expert, messages, ctx.answer_sampling, cited(calls), ctx.citation_check,
+            question=question, searched=documents_only(calls),
+        )  # fmt: skip
+
+
+def documents_only(calls: list[ToolCall]) -> tuple[str, ...] | None:
+    """The documents an answer must rest on alone, so that it may abstain: when every tool call brought passages
+    (grounding, searches, recall), the sources searched; None when another tool (a calculator, code) had a say."""
+    if not calls or not all(call.citations for call in calls):
+        return None
+    return tuple(dict.fromkeys(c.source for call in calls for c in call.citations))
 
 
 async def stream_answer(
-    expert: Expert, messages: list[ChatMessage], sampling: SamplingOverrides, sources: list[Citation]
+    expert: Expert,
+    messages: list[ChatMessage],
+    sampling: SamplingOverrides,
+    sources: list[Citation],
+    check: CitationCheck | None = None,
+    *,
+    question: str | None = None,
+    searched: tuple[str, ...] | None = None,
 ) -> ReactState:
     """Generate an answer into the graph's custom stream, then list its sources; the answer's state update.
 
-    The sources are listed by us, not left to the model: a small model cites unreliably.
+    The sources are listed by us, not left to the model: a small model cites unreliably. With a `check`, an
+    answer written from passages is held until its citations are verified (`agents/citations.py`): markers are
+    renumbered to agree with Sources, which lists only what the answer cites, and an answer the documents do not
+    support becomes an abstention (`searched` set). Without one, Sources lists every passage retrieved.
     """
     write = get_stream_writer()
     done = Completion()
+    held = check is not None and bool(sources)
     async for delta in expert.stream(messages, sampling):
-        if done.take(delta):
+        if done.take(delta) and not held:
             write(delta.text)
     text = done.text
-    if sources:
-        footer = "\n\nSources:\n" + "\n".join(c.label for c in sources)
-        write(footer)
-        text += footer
-    return {
-        "answer": text,
+    update: ReactState = {
         "finish_reason": done.finish_reason,
         "prompt_tokens": done.prompt_tokens,
         "completion_tokens": done.completion_tokens,
     }
+    if check is not None and sources:
+        verified = await check.verify(text, sources, question=question, searched=searched)
+        write(verified.text)
+        _record(verified)
+        return {**update, "answer": verified.text, "citations": verified.citations}
+    if sources:
+        footer = "\n\nSources:\n" + "\n".join(c.label for c in sources)
+        write(footer)
+        text += footer
+    return {**update, "answer": text, "citations": None}
+
+
+def _record(verified: VerifiedAnswer) -> None:
+    """What the check decided, on the current (answer) span."""
+    span = trace.get_current_span()
+    span.set_attribute("chimera.citations.claims", len(verified.claims))
+    span.set_attribute("chimera.citations.supported", sum(c.supported for c in verified.claims))
+    span.set_attribute("chimera.citations.cited", len(verified.citations))
+    span.set_attribute("chimera.citations.max_relevance", round(verified.max_relevance, 3))
+    span.set_attribute("chimera.citations.abstained", verified.abstained)
 
 
 def route_after_decide(state: ReactState) -> Literal["act", "answer"]:
@@ -299,7 +343,7 @@ class ReactKind(GraphKind):
         return build_react_graph(checkpointer)
 
     def reset(self) -> dict[str, Any]:
-        return {"tool_calls": Overwrite([]), "pending": None, "steps": 0, "stop_reason": None}
+        return {"tool_calls": Overwrite([]), "pending": None, "steps": 0, "stop_reason": None, "citations": None}
 
     def pending(self, values: dict[str, Any]) -> tuple[PendingWork, ...]:
         call: ToolCall | None = values.get("pending")
@@ -321,10 +365,14 @@ class ReactKind(GraphKind):
             max_run_tokens=agent.max_run_tokens,
             answer_sampling=inputs.sampling_for(inputs.expert),
             trace_parent=inputs.trace_parent,
+            citation_check=inputs.citation_check,
+            require_sources=agent.require_sources,
         )
 
     def finished(self, final: dict[str, Any]) -> Finished:
         calls = final.get("tool_calls", [])
         attributes: dict[str, str | int] = {"chimera.agent.steps": final.get("steps", 0)}
         attributes["chimera.agent.tool_calls"] = len(calls)
-        return Finished(tuple(cited(calls)), final.get("stop_reason"), attributes)
+        checked = final.get("citations")
+        citations = tuple(cited(calls)) if checked is None else checked
+        return Finished(citations, final.get("stop_reason"), attributes)

@@ -11,8 +11,10 @@ A run's stream carries answer text and `ProgressEvent`s, and ends with one `RunO
 `GraphKind` (graph_kind.py) registered in `GRAPHS`; a new graph is one file and one line here.
 """
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
@@ -20,6 +22,7 @@ from langgraph.types import Overwrite
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from chimera.agents.citations import CitationCheck
 from chimera.agents.graph_kind import GraphKind, PendingWork, RunInputs, RunOutcome
 from chimera.agents.react import ReactKind
 from chimera.agents.state import ProgressEvent
@@ -121,6 +124,7 @@ class AgentRuns:
         checkpointer: "BaseCheckpointSaver | None" = None,
         memory: LongMemory | None = None,
         recall_max_tokens: int = 128,
+        citation_check: CitationCheck | None = None,
     ) -> None:
         self.experts = experts
         self.tools = tools
@@ -128,6 +132,7 @@ class AgentRuns:
         self.checkpointer = checkpointer
         self.memory = memory
         self.recall_max_tokens = recall_max_tokens
+        self.citation_check = citation_check
         self._graphs: dict[str, CompiledStateGraph] = {name: k.build(checkpointer) for name, k in GRAPHS.items()}
 
     def settings(
@@ -247,19 +252,27 @@ class AgentRuns:
             config = {**session_config(session, ttl_s=ttl_s), "metadata": settings.metadata()}
         context = kind.context(await self._inputs(settings, session, trace.set_span_in_context(span)))
         final: dict[str, Any] = {}
-        try:
-            async for mode, chunk in graph.astream(
+        steps = cast(
+            "AsyncGenerator[tuple[str, Any], None]",
+            graph.astream(
                 graph_input,
                 config,
                 context=context,
                 stream_mode=["custom", "values"],
                 interrupt_before=list(settings.interrupt_before) or None,
-                durability="sync",  # each step is in Redis before the next starts: a kill loses at most one
-            ):
-                if mode == "custom":
-                    yield chunk
-                else:
-                    final = cast("dict[str, Any]", chunk)
+                # each step is in Redis before the next starts: a kill loses at most one
+                durability="sync" if self.checkpointer is not None else None,
+            ),
+        )
+        try:
+            # Closed with this stream: a caller that stops reading (the client left) cancels the running node and
+            # its generation at once, not when the garbage collector gets to the graph's stream.
+            async with aclosing(steps):
+                async for mode, chunk in steps:
+                    if mode == "custom":
+                        yield chunk
+                    else:
+                        final = cast("dict[str, Any]", chunk)
             snapshot = await graph.aget_state(config) if self.checkpointer is not None else None
             if snapshot is not None and snapshot.next:
                 pending = kind.pending(snapshot.values)
@@ -281,6 +294,9 @@ class AgentRuns:
                 stop_reason=done.stop_reason,
                 question=question,
             )
+        except (asyncio.CancelledError, GeneratorExit):  # its caller left: the graph's stream is closed above
+            span.set_attribute("chimera.agent.cancelled", True)
+            raise
         finally:
             span.end()
 
@@ -292,7 +308,9 @@ class AgentRuns:
         tools = {name: tool for name, tool in scoped.items() if tool is not None}
         if self.memory is not None and (await self.memory.state_info(session)).tokens_read > 0:
             tools[Recall.name] = Recall(self.memory, session, max_tokens=self.recall_max_tokens)
-        return RunInputs(self.experts, settings.expert, tools, self.agent, settings.sampling, parent)
+        return RunInputs(
+            self.experts, settings.expert, tools, self.agent, settings.sampling, parent, self.citation_check
+        )
 
 
 def _nodes(tasks: tuple[str, ...]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from opentelemetry.context import Context
 
+from chimera.agents.citations import CitationCheck
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.tools.base import Tool
@@ -55,6 +56,7 @@ class ReactState(TypedDict, total=False):
     steps: int  # decisions made so far
     stop_reason: str | None  # why the tool loop ended (`react.stop_reason`, or `repeated_result` from `act`)
     answer: str
+    citations: tuple[Citation, ...] | None  # the answer's sources once checked (None: not checked, see `cited`)
     finish_reason: str
     prompt_tokens: Annotated[int, operator.add]
     completion_tokens: Annotated[int, operator.add]
@@ -71,6 +73,8 @@ class AgentContext:
     max_run_tokens: int | None = None  # prompt + completion tokens of the tool loop before it must answer
     answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     trace_parent: Context | None = None  # spans of the nodes hang under the caller's span
+    citation_check: CitationCheck | None = None  # None: the answer's citations are listed as retrieved
+    require_sources: bool = False  # a run that found nothing and called no tool abstains (`agent.require_sources`)
 
 
 # What agent state holds besides JSON values. LangGraph's checkpoint serializer rebuilds only the classes it is

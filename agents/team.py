@@ -22,6 +22,7 @@ from langgraph.types import Overwrite, Send
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from chimera.agents.citations import CitationCheck
 from chimera.agents.graph_kind import DECLINED, Finished, GraphKind, PendingSubTask, PendingWork, RunInputs
 from chimera.agents.react import build_react_graph, cited, stream_answer
 from chimera.agents.state import AgentContext
@@ -62,6 +63,7 @@ class TeamState(TypedDict, total=False):
     plan: list[SubTask]
     results: Annotated[list[SubResult], operator.add]  # one per finished sub-task, in completion order
     answer: str
+    citations: tuple[Citation, ...] | None  # the answer's sources once checked (None: not checked)
     finish_reason: str
     prompt_tokens: Annotated[int, operator.add]
     completion_tokens: Annotated[int, operator.add]
@@ -83,6 +85,7 @@ class TeamContext:
     max_run_tokens: int | None = None  # each specialist's tool-loop token budget
     answer_sampling: dict[ExpertName, SamplingOverrides] = field(default_factory=dict)  # absent: expert's defaults
     trace_parent: Context | None = None
+    citation_check: CitationCheck | None = None  # checks the synthesized answer's citations (None: listed as found)
 
     def sampling_for(self, expert: ExpertName) -> SamplingOverrides:
         return self.answer_sampling.get(expert, SamplingOverrides())
@@ -196,7 +199,12 @@ async def synthesize(state: TeamState, runtime: Runtime[TeamContext]) -> TeamSta
     note = ChatMessage(role="user", content=f"Findings of your team:\n{findings}\nNow answer my request.")
     with _tracer.start_as_current_span("team.synthesize", context=ctx.trace_parent):
         sources = _renumbered([c for r in results for c in r.citations])
-        return await stream_answer(ctx.experts["chat"], [*state["messages"], note], ctx.sampling_for("chat"), sources)
+        question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), None)
+        searched = tuple(dict.fromkeys(c.source for c in sources)) if all(r.citations for r in results) else None
+        return await stream_answer(
+            ctx.experts["chat"], [*state["messages"], note], ctx.sampling_for("chat"), sources,
+            ctx.citation_check, question=question, searched=searched if results else None,
+        )  # fmt: skip
 
 
 def _without_sources(answer: str) -> str:
@@ -260,7 +268,7 @@ class TeamKind(GraphKind):
         return cast("CompiledStateGraph", build_team_graph(checkpointer))
 
     def reset(self) -> dict[str, Any]:
-        return {"results": Overwrite([]), "plan": []}
+        return {"results": Overwrite([]), "plan": [], "citations": None}
 
     def pending(self, values: dict[str, Any]) -> tuple[PendingWork, ...]:
         return tuple(PendingSubTask(t.agent, t.task, SPECIALISTS[t.agent][1]) for t in values.get("plan", []))
@@ -282,10 +290,11 @@ class TeamKind(GraphKind):
             max_run_tokens=agent.max_run_tokens,
             answer_sampling={name: inputs.sampling_for(name) for name in inputs.experts},
             trace_parent=inputs.trace_parent,
+            citation_check=inputs.citation_check,
         )
 
     def finished(self, final: dict[str, Any]) -> Finished:
         state = cast("TeamState", final)
-        return Finished(
-            tuple(team_citations(state)), team_stop_reason(state), {"chimera.team.tasks": len(state.get("plan", []))}
-        )
+        checked = state.get("citations")
+        citations = tuple(team_citations(state)) if checked is None else checked
+        return Finished(citations, team_stop_reason(state), {"chimera.team.tasks": len(state.get("plan", []))})

@@ -200,6 +200,21 @@ class AgentConfig(_Frozen):
         "it has (None: only max_steps bounds it).",
     )
     team_max_tasks: int = Field(3, ge=1, le=8, description="Sub-tasks the `chimera-team` supervisor may plan.")
+    citations: Literal["mark", "drop", "off"] = Field(
+        "mark",
+        description="How an agent answer written from passages is checked before it is sent (agents/citations.py): "
+        "each cited sentence against its passage, markers renumbered to agree with Sources, Sources cut to what is "
+        "cited, and an answer the documents do not support replaced by a statement that they do not contain it. "
+        "A marker no passage supports is kept and reported unverified (`mark`) or removed (`drop`). The answer "
+        "is then sent once checked, not streamed token by token. `off`: Sources lists every passage retrieved.",
+    )
+    require_sources: bool = Field(
+        False,
+        description="Answer only from what the run found: a question for which neither the documents (nor the "
+        "session's memory) held a relevant passage and no tool was called gets the statement that the documents "
+        "do not contain the answer, not the model's own. For document Q&A deployments; off, a general question "
+        "(a greeting, a poem) is answered by the model as usual.",
+    )
     react_tools: tuple[str, ...] = Field(
         ("calculator", "hybrid_search", "recall"),
         description="Tools the single ReAct agent (`chimera`, `chimera-react`) is offered, each only when it can "

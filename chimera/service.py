@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from chimera.agents.citations import CitationCheck
+from chimera.agents.claim_support import OverlapScorer
 from chimera.agents.runs import AgentRuns
 from chimera.agents.state import checkpoint_serializer
 from chimera.chat import ChatService, served_models
 from chimera.cluster.deployments import engine_capacity
 from chimera.cluster.load import LoadMonitor
-from chimera.config import ChimeraConfig, McpServerConfig
+from chimera.config import AgentConfig, ChimeraConfig, McpServerConfig
 from chimera.documents import DocumentService
 from chimera.embeddings import EmbeddingService, embedding_model_id
 from chimera.errors import ChimeraError
@@ -33,6 +35,7 @@ from chimera.memory.long_context.base import LongMemory
 from chimera.memory.long_context.factory import build_long_memory, describe
 from chimera.memory.sessions.redis_store import RedisSessionStore
 from chimera.metrics import Metrics
+from chimera.models.embedding.base import Embedder
 from chimera.models.embedding.minilm import SentenceEmbedder
 from chimera.models.engine.base import EngineHealth, LLMEngine
 from chimera.models.expert import Expert
@@ -200,6 +203,7 @@ def build_service(
     checkpointer = RedisCheckpointSaver(redis_url, ttl_s=ttl, serde=checkpoint_serializer())
     memory = memory or build_long_memory(config.memory, redis_url, ttl_s=ttl)
     metrics = Metrics(served_models())
+    embeddings = embedding_service(config)
     runs = AgentRuns(
         experts=experts,
         tools=agent_tools(config, rails, metrics),
@@ -207,6 +211,7 @@ def build_service(
         checkpointer=checkpointer,
         memory=memory,
         recall_max_tokens=config.memory.recall_max_tokens,
+        citation_check=citation_check(config.agent, embeddings.embedder),
     )
     sessions = RedisSessionStore(redis_url, ttl_s=ttl, max_messages=config.redis.max_session_messages)
     chat = ChatService(
@@ -232,9 +237,16 @@ def build_service(
     if config.tracing.exporter != "none":
         spans = open_span_store(config.tracing, span_store_path(config.data_dir.resolve()))
     return Service(chat, engines, load, checkpointer, memory, authenticator, limiter, redis, tasks, metrics,
-                   embedding_service(config), SessionService(sessions, runs),
+                   embeddings, SessionService(sessions, runs),
                    DocumentService(config.search, config.index_dir, redis_url), spans,
                    config.tools.mcp_servers)  # fmt: skip
+
+
+def citation_check(agent: AgentConfig, embedder: Embedder) -> CitationCheck | None:
+    """How agent answers' citations are checked (`agent.citations`), on the dense search's embedder."""
+    if agent.citations == "off":
+        return None
+    return CitationCheck(OverlapScorer(embedder), unsupported=agent.citations)
 
 
 def embedding_service(config: ChimeraConfig) -> EmbeddingService:

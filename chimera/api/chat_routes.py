@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from chimera.api.deadlines import Deadline
 from chimera.api.errors import APIError, to_api_error
+from chimera.api.owned_stream import owned
 from chimera.api.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -128,7 +129,7 @@ async def respond(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if stream:
         body = _sse(chat, model, include_usage, completion_id, span)
-        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(owned(body), media_type="text/event-stream", headers=headers)
     try:
         outcome = await _unless_disconnected(request, _outcome(chat))
     except ClientDisconnected:
@@ -245,7 +246,7 @@ def _usage(outcome: ChatOutcome) -> Usage:
 
 async def _sse(
     chat: ChatStream, model: str, include_usage: bool, completion_id: str, span: trace.Span
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """OpenAI's stream: a role chunk, content chunks, exactly one finish chunk, an optional usage chunk, [DONE].
 
     An error after the headers went out arrives as `data: {"error": …}`, then [DONE].
@@ -280,6 +281,9 @@ async def _sse(
         error = to_api_error(e)
         span.set_status(trace.StatusCode.ERROR, error.message)
         yield f"data: {json.dumps(error_payload(error.message, error.type, code=error.code))}\n\n"
+    except (asyncio.CancelledError, GeneratorExit):  # the client left: the run under it is being stopped
+        span.set_attribute("chimera.client_disconnected", True)
+        raise
     finally:
         span.end()
     yield "data: [DONE]\n\n"

@@ -151,8 +151,10 @@ async def test_a_session_belongs_to_the_key_that_made_it(stack: Stack, caplog: p
 async def test_grounding_sees_only_the_callers_tenant_and_groups(stack: Stack) -> None:
     question = "What is the budget of the Zephyr project?"
     sources: dict[str, set[str]] = {}
+    said = {"alice": "The Zephyr project budget is 4.2 million euros [1].",
+            "bob": "The Zephyr project budget is 9 million dollars [1]."}  # fmt: skip
     for name, key in (("alice", ALICE), ("bob", BOB)):
-        stack.engine.replies += [NONE, "The budget is in the documents."]
+        stack.engine.replies += [NONE, said[name]]
         response = await stack.caller(key).chat(question, model="chimera", max_tokens=32)
         assert response.status_code == 200, response.text
         citations = response.json().get("chimera", {}).get("citations", [])

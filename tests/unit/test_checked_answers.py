@@ -1,0 +1,150 @@
+"""Agent answers with their citations checked (agents/citations.py wired into the ReAct and team graphs), on the
+real MiniLM: markers move to the passage that supports them, Sources lists only what is cited, an answer the
+documents do not support becomes an abstention, and an answer resting on a calculation never does."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from chimera.agents.citations import CitationCheck, is_abstention
+from chimera.agents.claim_support import OverlapScorer
+from chimera.agents.react import ReactKind, build_react_graph
+from chimera.agents.state import AgentContext
+from chimera.agents.team import TeamContext, TeamKind, build_team_graph
+from chimera.messages import ChatMessage
+from chimera.models.embedding.minilm import SentenceEmbedder
+from chimera.models.expert import Expert
+from chimera.models.specs import ExpertSpec
+from chimera.tools.base import SourcedResult, Tool
+from chimera.tools.calculator import Calculator
+from chimera.tools.search.types import Chunk, RetrievedChunk
+from tests.unit.fakes import ScriptedEngine
+from tests.unit.test_citations import DRAIN, INGEST, WORKERS
+
+pytestmark = pytest.mark.unit
+
+SPEC = ExpertSpec(engine="fake", system_prompt="You are a test expert.")
+NONE = json.dumps({"tool": "none"})
+INGEST_QUESTION = "What happens to unchanged files when ingest runs again?"
+
+
+class QueryArgs(BaseModel):
+    query: str
+
+
+class Docs(Tool):
+    """A document search that grounds every question in the same three passages, as retrieval returns them."""
+
+    name: ClassVar[str] = "hybrid_search"
+    description: ClassVar[str] = "Search the documents."
+    Args: ClassVar[type[BaseModel]] = QueryArgs
+
+    def __init__(self) -> None:
+        texts = [("README.md", INGEST), ("docs/operations.md", DRAIN), ("docs/operations.md", WORKERS)]
+        chunks = [
+            Chunk(id=f"c{i}", doc_id=f"d{i}", text=text, source=source, ordinal=i, content_hash=f"h{i}")
+            for i, (source, text) in enumerate(texts)
+        ]
+        self.found = SourcedResult(tuple(RetrievedChunk(c, 1.0, "test") for c in chunks))
+
+    async def ground(self, question: str) -> SourcedResult:
+        return self.found
+
+    async def run(self, args: QueryArgs) -> SourcedResult:
+        return self.found
+
+
+@pytest.fixture(scope="module")
+def check() -> CitationCheck:
+    return CitationCheck(OverlapScorer(SentenceEmbedder()))
+
+
+async def _react(replies: list[str], question: str, check: CitationCheck | None, tools: dict[str, Tool]):
+    engine = ScriptedEngine(replies)
+    context = AgentContext(Expert("text", SPEC, engine, "fake"), tools, max_steps=3, decision_max_tokens=64,
+                           citation_check=check)  # fmt: skip
+    streamed: list[str] = []
+    final: dict = {}
+    graph = build_react_graph()
+    messages = [ChatMessage(role="user", content=question)]
+    async for mode, chunk in graph.astream({"messages": messages}, context=context, stream_mode=["custom", "values"]):
+        if mode == "custom" and isinstance(chunk, str):
+            streamed.append(chunk)
+        elif mode == "values":
+            final = chunk
+    return final, "".join(streamed)
+
+
+async def test_a_marker_moves_to_its_passage_and_sources_list_only_what_is_cited(check: CitationCheck) -> None:
+    answer = "Unchanged files are skipped, by their content hash [3]."
+    final, streamed = await _react([NONE, answer], INGEST_QUESTION, check, {"hybrid_search": Docs()})
+    assert final["answer"] == "Unchanged files are skipped, by their content hash [1].\n\nSources:\n[1] README.md"
+    assert streamed == final["answer"]  # held until checked, then sent as the user reads it
+    (citation,) = ReactKind().finished(final).citations
+    assert citation.source == "README.md" and citation.n == 1 and citation.verified is True
+    assert citation.score is not None and citation.score >= check.scorer.support_threshold
+
+
+async def test_without_a_check_every_retrieved_passage_is_listed(check: CitationCheck) -> None:
+    answer = "Unchanged files are skipped, by their content hash [3]."
+    final, _ = await _react([NONE, answer], INGEST_QUESTION, None, {"hybrid_search": Docs()})
+    assert final["answer"].split("\n\nSources:\n")[1].count("\n") == 2  # all three, as retrieved
+    assert all(c.verified is None for c in ReactKind().finished(final).citations)
+
+
+async def test_an_answer_the_documents_do_not_hold_becomes_an_abstention(check: CitationCheck) -> None:
+    invented = "The frobnicator spins at 9000 rpm [1]."
+    final, streamed = await _react([NONE, invented], "How fast does the frobnicator spin?", check,
+                                   {"hybrid_search": Docs()})  # fmt: skip
+    assert is_abstention(final["answer"]) and "README.md" in final["answer"] and "9000" not in streamed
+    assert ReactKind().finished(final).citations == ()
+
+
+async def test_an_answer_resting_on_a_calculation_never_abstains(check: CitationCheck) -> None:
+    call = json.dumps({"tool": "calculator", "arguments": {"expression": "9000 / 60"}})
+    tools: dict[str, Tool] = {"hybrid_search": Docs(), "calculator": Calculator()}
+    final, _ = await _react([call, NONE, "It spins 150 times a second [1]."], "How fast is 9000 rpm per second?",
+                            check, tools)  # fmt: skip
+    assert final["answer"] == "It spins 150 times a second [1].\n\nSources:\n[1] README.md (not verified)"
+    assert [c.verified for c in ReactKind().finished(final).citations] == [False]
+
+
+async def test_the_team_answer_is_checked_against_its_specialists_passages(check: CitationCheck) -> None:
+    plan = json.dumps({"tasks": [{"agent": "research", "task": INGEST_QUESTION}]})
+    engines = {
+        "chat": ScriptedEngine([plan, "Unchanged files are skipped by their content hash [2]."]),
+        "text": ScriptedEngine([NONE, "They are skipped [1]."]),
+    }
+    experts = {name: Expert(name, SPEC, engine, "fake") for name, engine in engines.items()}  # type: ignore[arg-type]
+    context = TeamContext(experts=experts, tools={"hybrid_search": Docs()}, citation_check=check)  # type: ignore[arg-type]
+    final = await build_team_graph().ainvoke(
+        {"messages": [ChatMessage(role="user", content=INGEST_QUESTION)]}, context=context
+    )
+    assert final["answer"] == "Unchanged files are skipped by their content hash [1].\n\nSources:\n[1] README.md"
+    (citation,) = TeamKind().finished(final).citations
+    assert citation.source == "README.md" and citation.verified is True
+
+
+class NothingFound(Docs):
+    """A document search that holds nothing close to any question."""
+
+    async def ground(self, question: str) -> SourcedResult | None:
+        return None
+
+
+async def test_with_sources_required_a_run_that_found_nothing_abstains_without_asking_the_model() -> None:
+    engine = ScriptedEngine([NONE])  # the decision only: no answer is generated
+    context = AgentContext(Expert("text", SPEC, engine, "fake"), {"hybrid_search": NothingFound()}, max_steps=3,
+                           decision_max_tokens=64, require_sources=True)  # fmt: skip
+    question = [ChatMessage(role="user", content="What is the capital of Australia?")]
+    final = await build_react_graph().ainvoke({"messages": question}, context=context)
+    assert is_abstention(final["answer"]) and engine.replies == [] and len(engine.requests) == 1
+    assert ReactKind().finished(final).citations == ()
+    # not required (the default): the model answers a question the documents have nothing on
+    final, _ = await _react([NONE, "Canberra."], "What is the capital of Australia?", None,
+                            {"hybrid_search": NothingFound()})  # fmt: skip
+    assert final["answer"] == "Canberra."
