@@ -1,12 +1,16 @@
-"""A complete scripted `LLMEngine` for graph-logic tests: replies come from a script, in order.
+"""Complete fakes for graph-logic tests: a scripted `LLMEngine` (replies come from a script, in order) and a
+document search over fixed passages.
 
-It keeps the engine contract (tests/contracts/llm_engine.py) with words as tokens: `max_tokens` and `stop` cut
+The engine keeps the engine contract (tests/contracts/llm_engine.py) with words as tokens: `max_tokens` and `stop` cut
 the reply, a prompt of `context_window` words or more is refused, `abort` and closing the stream end a request,
 `health` counts the requests in flight. It needs no loading, so it serves from construction until `shutdown`.
 """
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from pydantic import BaseModel
 
 from chimera.models.engine.base import (
     EngineHealth,
@@ -17,6 +21,8 @@ from chimera.models.engine.base import (
     LLMEngine,
     PromptTooLongError,
 )
+from chimera.tools.base import SourcedResult, Tool
+from chimera.tools.search.types import Chunk, RetrievedChunk
 
 
 class ScriptedEngine(LLMEngine):
@@ -87,3 +93,32 @@ def _cut(reply: str, request: GenerationRequest) -> tuple[str, FinishReason]:
     if len(words) > request.max_tokens:
         reply, finish = " ".join(words[: request.max_tokens]), "length"
     return reply, finish
+
+
+class QueryArgs(BaseModel):
+    query: str
+
+
+class PassageSearch(Tool):
+    """A document search over fixed passages (source, text): grounds every question in all of them (or in none,
+    with `grounds=False`), and counts the searches the agent runs itself."""
+
+    name: ClassVar[str] = "hybrid_search"
+    description: ClassVar[str] = "Search the documents."
+    Args: ClassVar[type[BaseModel]] = QueryArgs
+
+    def __init__(self, passages: list[tuple[str, str]], *, grounds: bool = True) -> None:
+        chunks = [
+            Chunk(id=f"c{i}", doc_id=f"d{i}", text=text, source=source, ordinal=i, content_hash=f"h{i}")
+            for i, (source, text) in enumerate(passages)
+        ]
+        self.found = SourcedResult(tuple(RetrievedChunk(c, 1.0, "test") for c in chunks))
+        self.grounds = grounds
+        self.runs = 0
+
+    async def ground(self, question: str) -> SourcedResult | None:
+        return self.found if self.grounds else None
+
+    async def run(self, args: QueryArgs) -> SourcedResult:
+        self.runs += 1
+        return self.found

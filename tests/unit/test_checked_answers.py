@@ -5,10 +5,8 @@ documents do not support becomes an abstention, and an answer resting on a calcu
 from __future__ import annotations
 
 import json
-from typing import ClassVar
 
 import pytest
-from pydantic import BaseModel
 
 from chimera.agents.citations import CitationCheck, is_abstention
 from chimera.agents.claim_support import OverlapScorer
@@ -19,10 +17,9 @@ from chimera.messages import ChatMessage
 from chimera.models.embedding.minilm import SentenceEmbedder
 from chimera.models.expert import Expert
 from chimera.models.specs import ExpertSpec
-from chimera.tools.base import SourcedResult, Tool
+from chimera.tools.base import Tool
 from chimera.tools.calculator import Calculator
-from chimera.tools.search.types import Chunk, RetrievedChunk
-from tests.unit.fakes import ScriptedEngine
+from tests.unit.fakes import PassageSearch, ScriptedEngine
 from tests.unit.test_citations import DRAIN, INGEST, WORKERS
 
 pytestmark = pytest.mark.unit
@@ -32,30 +29,11 @@ NONE = json.dumps({"tool": "none"})
 INGEST_QUESTION = "What happens to unchanged files when ingest runs again?"
 
 
-class QueryArgs(BaseModel):
-    query: str
+PASSAGES = [("README.md", INGEST), ("docs/operations.md", DRAIN), ("docs/operations.md", WORKERS)]
 
 
-class Docs(Tool):
-    """A document search that grounds every question in the same three passages, as retrieval returns them."""
-
-    name: ClassVar[str] = "hybrid_search"
-    description: ClassVar[str] = "Search the documents."
-    Args: ClassVar[type[BaseModel]] = QueryArgs
-
-    def __init__(self) -> None:
-        texts = [("README.md", INGEST), ("docs/operations.md", DRAIN), ("docs/operations.md", WORKERS)]
-        chunks = [
-            Chunk(id=f"c{i}", doc_id=f"d{i}", text=text, source=source, ordinal=i, content_hash=f"h{i}")
-            for i, (source, text) in enumerate(texts)
-        ]
-        self.found = SourcedResult(tuple(RetrievedChunk(c, 1.0, "test") for c in chunks))
-
-    async def ground(self, question: str) -> SourcedResult:
-        return self.found
-
-    async def run(self, args: QueryArgs) -> SourcedResult:
-        return self.found
+def docs(*, grounds: bool = True) -> PassageSearch:
+    return PassageSearch(PASSAGES, grounds=grounds)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +59,7 @@ async def _react(replies: list[str], question: str, check: CitationCheck | None,
 
 async def test_a_marker_moves_to_its_passage_and_sources_list_only_what_is_cited(check: CitationCheck) -> None:
     answer = "Unchanged files are skipped, by their content hash [3]."
-    final, streamed = await _react([NONE, answer], INGEST_QUESTION, check, {"hybrid_search": Docs()})
+    final, streamed = await _react([NONE, answer], INGEST_QUESTION, check, {"hybrid_search": docs()})
     assert final["answer"] == "Unchanged files are skipped, by their content hash [1].\n\nSources:\n[1] README.md"
     assert streamed == final["answer"]  # held until checked, then sent as the user reads it
     (citation,) = ReactKind().finished(final).citations
@@ -89,9 +67,9 @@ async def test_a_marker_moves_to_its_passage_and_sources_list_only_what_is_cited
     assert citation.score is not None and citation.score >= check.scorer.support_threshold
 
 
-async def test_without_a_check_every_retrieved_passage_is_listed(check: CitationCheck) -> None:
+async def test_without_a_check_every_retrieved_passage_is_listed() -> None:
     answer = "Unchanged files are skipped, by their content hash [3]."
-    final, _ = await _react([NONE, answer], INGEST_QUESTION, None, {"hybrid_search": Docs()})
+    final, _ = await _react([NONE, answer], INGEST_QUESTION, None, {"hybrid_search": docs()})
     assert final["answer"].split("\n\nSources:\n")[1].count("\n") == 2  # all three, as retrieved
     assert all(c.verified is None for c in ReactKind().finished(final).citations)
 
@@ -99,14 +77,14 @@ async def test_without_a_check_every_retrieved_passage_is_listed(check: Citation
 async def test_an_answer_the_documents_do_not_hold_becomes_an_abstention(check: CitationCheck) -> None:
     invented = "The frobnicator spins at 9000 rpm [1]."
     final, streamed = await _react([NONE, invented], "How fast does the frobnicator spin?", check,
-                                   {"hybrid_search": Docs()})  # fmt: skip
+                                   {"hybrid_search": docs()})  # fmt: skip
     assert is_abstention(final["answer"]) and "README.md" in final["answer"] and "9000" not in streamed
     assert ReactKind().finished(final).citations == ()
 
 
 async def test_an_answer_resting_on_a_calculation_never_abstains(check: CitationCheck) -> None:
     call = json.dumps({"tool": "calculator", "arguments": {"expression": "9000 / 60"}})
-    tools: dict[str, Tool] = {"hybrid_search": Docs(), "calculator": Calculator()}
+    tools: dict[str, Tool] = {"hybrid_search": docs(), "calculator": Calculator()}
     final, _ = await _react([call, NONE, "It spins 150 times a second [1]."], "How fast is 9000 rpm per second?",
                             check, tools)  # fmt: skip
     assert final["answer"] == "It spins 150 times a second [1].\n\nSources:\n[1] README.md (not verified)"
@@ -120,7 +98,7 @@ async def test_the_team_answer_is_checked_against_its_specialists_passages(check
         "text": ScriptedEngine([NONE, "They are skipped [1]."]),
     }
     experts = {name: Expert(name, SPEC, engine, "fake") for name, engine in engines.items()}  # type: ignore[arg-type]
-    context = TeamContext(experts=experts, tools={"hybrid_search": Docs()}, citation_check=check)  # type: ignore[arg-type]
+    context = TeamContext(experts=experts, tools={"hybrid_search": docs()}, citation_check=check)  # type: ignore[arg-type]
     final = await build_team_graph().ainvoke(
         {"messages": [ChatMessage(role="user", content=INGEST_QUESTION)]}, context=context
     )
@@ -129,16 +107,9 @@ async def test_the_team_answer_is_checked_against_its_specialists_passages(check
     assert citation.source == "README.md" and citation.verified is True
 
 
-class NothingFound(Docs):
-    """A document search that holds nothing close to any question."""
-
-    async def ground(self, question: str) -> SourcedResult | None:
-        return None
-
-
 async def test_with_sources_required_a_run_that_found_nothing_abstains_without_asking_the_model() -> None:
     engine = ScriptedEngine([NONE])  # the decision only: no answer is generated
-    context = AgentContext(Expert("text", SPEC, engine, "fake"), {"hybrid_search": NothingFound()}, max_steps=3,
+    context = AgentContext(Expert("text", SPEC, engine, "fake"), {"hybrid_search": docs(grounds=False)}, max_steps=3,
                            decision_max_tokens=64, require_sources=True)  # fmt: skip
     question = [ChatMessage(role="user", content="What is the capital of Australia?")]
     final = await build_react_graph().ainvoke({"messages": question}, context=context)
@@ -146,5 +117,5 @@ async def test_with_sources_required_a_run_that_found_nothing_abstains_without_a
     assert ReactKind().finished(final).citations == ()
     # not required (the default): the model answers a question the documents have nothing on
     final, _ = await _react([NONE, "Canberra."], "What is the capital of Australia?", None,
-                            {"hybrid_search": NothingFound()})  # fmt: skip
+                            {"hybrid_search": docs(grounds=False)})  # fmt: skip
     assert final["answer"] == "Canberra."

@@ -2,10 +2,8 @@
 
 import json
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-from pydantic import BaseModel
 
 from chimera.agents.react import build_react_graph, cited, parse_decision, same_call
 from chimera.agents.state import AgentContext, ProgressEvent, ToolCall
@@ -13,11 +11,10 @@ from chimera.memory.long_context.extractive import ExtractiveMemory
 from chimera.messages import ChatMessage
 from chimera.models.expert import Expert
 from chimera.models.specs import ExpertSpec
-from chimera.tools.base import SourcedResult, Tool
+from chimera.tools.base import Tool
 from chimera.tools.calculator import Calculator, CalculatorArgs
 from chimera.tools.recall import Recall
-from chimera.tools.search.types import Chunk, RetrievedChunk
-from tests.unit.fakes import ScriptedEngine
+from tests.unit.fakes import PassageSearch, ScriptedEngine
 
 SPEC = ExpertSpec(engine="fake", system_prompt="You are a test expert.")
 
@@ -201,36 +198,11 @@ async def test_progress_events_stream_before_the_answer() -> None:
     assert "".join(c for c in chunks if isinstance(c, str)) == "It is 391."
 
 
-class QueryArgs(BaseModel):
-    query: str
-
-
-class Handbook(Tool):
-    """A document search over one fixed passage; grounds every question in it, counts the searches it runs."""
-
-    name: ClassVar[str] = "handbook"
-    description: ClassVar[str] = "Search the handbook."
-    Args: ClassVar[type[BaseModel]] = QueryArgs
-
-    def __init__(self) -> None:
-        self.runs = 0
-        chunk = Chunk(id="c1", doc_id="d1", text="Meals are paid up to 45 euros a day.", source="handbook.md",
-                      ordinal=0, content_hash="h1")  # fmt: skip
-        self.found = SourcedResult((RetrievedChunk(chunk, 1.0, "test"),))
-
-    async def ground(self, question: str) -> SourcedResult:
-        return self.found
-
-    async def run(self, args: QueryArgs) -> SourcedResult:
-        self.runs += 1
-        return self.found
-
-
 async def test_a_search_for_what_ground_already_found_is_not_run_again() -> None:
-    handbook = Handbook()
+    handbook = PassageSearch([("handbook.md", "Meals are paid up to 45 euros a day.")])
     question = "How much are meals paid?"
-    search = json.dumps({"tool": "handbook", "arguments": {"query": question}})
-    state, engine = await _run([search, "Up to 45 euros [1]."], question=question, tools={"handbook": handbook})
+    search = json.dumps({"tool": "hybrid_search", "arguments": {"query": question}})
+    state, engine = await _run([search, "Up to 45 euros [1]."], question=question, tools={"hybrid_search": handbook})
     assert handbook.runs == 0 and state["stop_reason"] == "repeated_call"
     assert [c.source for c in cited(state["tool_calls"])] == ["handbook.md"]
     assert "[1] handbook.md: Meals are paid" in engine.requests[1].messages[-1].content
