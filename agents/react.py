@@ -37,7 +37,7 @@ from chimera.agents.prompts import (
 from chimera.agents.state import AgentContext, ProgressEvent, ReactState, ToolCall
 from chimera.messages import ChatMessage
 from chimera.models.expert import Completion, Expert, SamplingOverrides
-from chimera.tools.base import Grounding, SourcedResult, ToolError
+from chimera.tools.base import Grounding, SourcedResult, Tool, ToolError
 from chimera.tools.search.types import Citation
 
 _tracer = trace.get_tracer("chimera.agents")
@@ -231,7 +231,8 @@ async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
     ctx = runtime.context
     with _tracer.start_as_current_span("agent.answer", context=ctx.trace_parent):
         calls = state.get("tool_calls", [])
-        if ctx.require_sources and not calls:  # nothing found and nothing computed: say so, do not invent
+        searched = documents_only(calls, ctx.tools)
+        if ctx.require_sources and searched == ():  # nothing found and nothing computed: say so, do not invent
             text = abstention(())
             get_stream_writer()(text)
             return {"answer": text, "citations": (), "finish_reason": "stop"}
@@ -240,14 +241,15 @@ async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
         question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), None)
         return await stream_answer(
             ctx.expert, messages, ctx.answer_sampling, cited(calls), ctx.citation_check,
-            question=question, searched=documents_only(calls),
+            question=question, searched=searched,
         )  # fmt: skip
 
 
-def documents_only(calls: list[ToolCall]) -> tuple[str, ...] | None:
-    """The documents an answer must rest on alone, so that it may abstain: when every tool call brought passages
-    (grounding, searches, recall), the sources searched; None when another tool (a calculator, code) had a say."""
-    if not calls or not all(call.citations for call in calls):
+def documents_only(calls: list[ToolCall], tools: dict[str, Tool]) -> tuple[str, ...] | None:
+    """The sources an answer must rest on alone, so that it may abstain: when every tool call was a search of the
+    documents or the session's memory (grounding, `hybrid_search`, `recall`), the sources they found (none: the
+    run found nothing); None when another tool (a calculator, code, Cypher) had a say."""
+    if not all(call.citations or isinstance(tools.get(call.tool), Grounding) for call in calls):
         return None
     return tuple(dict.fromkeys(c.source for call in calls for c in call.citations))
 

@@ -74,7 +74,7 @@ class AgentContext:
     answer_sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     trace_parent: Context | None = None  # spans of the nodes hang under the caller's span
     citation_check: CitationCheck | None = None  # None: the answer's citations are listed as retrieved
-    require_sources: bool = False  # a run that found nothing and called no tool abstains (`agent.require_sources`)
+    require_sources: bool = False  # a run that found nothing and ran no tool but searches abstains
 
 
 # What agent state holds besides JSON values. LangGraph's checkpoint serializer rebuilds only the classes it is

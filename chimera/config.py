@@ -211,9 +211,9 @@ class AgentConfig(_Frozen):
     require_sources: bool = Field(
         False,
         description="Answer only from what the run found: a question for which neither the documents (nor the "
-        "session's memory) held a relevant passage and no tool was called gets the statement that the documents "
-        "do not contain the answer, not the model's own. For document Q&A deployments; off, a general question "
-        "(a greeting, a poem) is answered by the model as usual.",
+        "session's memory) held a relevant passage, and no tool but a search was called, gets the statement that "
+        "the documents do not contain the answer, not the model's own. For document Q&A deployments; off, a "
+        "general question (a greeting, a poem) is answered by the model as usual.",
     )
     react_tools: tuple[str, ...] = Field(
         ("calculator", "hybrid_search", "recall"),
