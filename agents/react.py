@@ -247,9 +247,12 @@ async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
 
 def documents_only(calls: list[ToolCall], tools: dict[str, Tool]) -> tuple[str, ...] | None:
     """The sources an answer must rest on alone, so that it may abstain: when every tool call was a search of the
-    documents or the session's memory (grounding, `hybrid_search`, `recall`), the sources they found (none: the
-    run found nothing); None when another tool (a calculator, code, Cypher) had a say."""
-    if not all(call.citations or isinstance(tools.get(call.tool), Grounding) for call in calls):
+    documents or the session's memory (grounding, `hybrid_search`, `recall`) or failed, the sources they found
+    (none: the run found nothing); None when another tool (a calculator, code, Cypher) had a say."""
+    said_nothing = (
+        call.citations or call.error is not None or isinstance(tools.get(call.tool), Grounding) for call in calls
+    )
+    if not all(said_nothing):
         return None
     return tuple(dict.fromkeys(c.source for call in calls for c in call.citations))
 

@@ -100,24 +100,23 @@ class QueryArgs(BaseModel):
 
 
 class PassageSearch(Tool):
-    """A document search over fixed passages (source, text): grounds every question in all of them (or in none,
-    with `grounds=False`), and counts the searches the agent runs itself."""
+    """A document search over fixed passages (source, text): finds all of them for every question (none with
+    `finds=False`), when grounding and when the agent searches itself; counts the agent's searches."""
 
     name: ClassVar[str] = "hybrid_search"
     description: ClassVar[str] = "Search the documents."
     Args: ClassVar[type[BaseModel]] = QueryArgs
 
-    def __init__(self, passages: list[tuple[str, str]], *, grounds: bool = True) -> None:
+    def __init__(self, passages: list[tuple[str, str]], *, finds: bool = True) -> None:
         chunks = [
             Chunk(id=f"c{i}", doc_id=f"d{i}", text=text, source=source, ordinal=i, content_hash=f"h{i}")
             for i, (source, text) in enumerate(passages)
         ]
-        self.found = SourcedResult(tuple(RetrievedChunk(c, 1.0, "test") for c in chunks))
-        self.grounds = grounds
+        self.found = SourcedResult(tuple(RetrievedChunk(c, 1.0, "test") for c in chunks) if finds else ())
         self.runs = 0
 
     async def ground(self, question: str) -> SourcedResult | None:
-        return self.found if self.grounds else None
+        return self.found if self.found.passages else None
 
     async def run(self, args: QueryArgs) -> SourcedResult:
         self.runs += 1

@@ -32,8 +32,8 @@ INGEST_QUESTION = "What happens to unchanged files when ingest runs again?"
 PASSAGES = [("README.md", INGEST), ("docs/operations.md", DRAIN), ("docs/operations.md", WORKERS)]
 
 
-def docs(*, grounds: bool = True) -> PassageSearch:
-    return PassageSearch(PASSAGES, grounds=grounds)
+def docs(*, finds: bool = True) -> PassageSearch:
+    return PassageSearch(PASSAGES, finds=finds)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ async def test_the_team_answer_is_checked_against_its_specialists_passages(check
 
 async def test_with_sources_required_a_run_that_found_nothing_abstains_without_asking_the_model() -> None:
     engine = ScriptedEngine([NONE])  # the decision only: no answer is generated
-    context = AgentContext(Expert("text", SPEC, engine, "fake"), {"hybrid_search": docs(grounds=False)}, max_steps=3,
+    context = AgentContext(Expert("text", SPEC, engine, "fake"), {"hybrid_search": docs(finds=False)}, max_steps=3,
                            decision_max_tokens=64, require_sources=True)  # fmt: skip
     question = [ChatMessage(role="user", content="What is the capital of Australia?")]
     final = await build_react_graph().ainvoke({"messages": question}, context=context)
@@ -117,5 +117,27 @@ async def test_with_sources_required_a_run_that_found_nothing_abstains_without_a
     assert ReactKind().finished(final).citations == ()
     # not required (the default): the model answers a question the documents have nothing on
     final, _ = await _react([NONE, "Canberra."], "What is the capital of Australia?", None,
-                            {"hybrid_search": docs(grounds=False)})  # fmt: skip
+                            {"hybrid_search": docs(finds=False)})  # fmt: skip
     assert final["answer"] == "Canberra."
+
+
+async def test_with_sources_required_a_search_or_call_that_found_nothing_is_no_source_but_a_result_is() -> None:
+    question = [ChatMessage(role="user", content="What is the capital of Australia?")]
+    search = json.dumps({"tool": "hybrid_search", "arguments": {"query": "capital of Australia"}})
+    wrong = json.dumps({"tool": "calculator", "arguments": {"expression": "capital of Australia"}})
+    for decision in (search, wrong):  # the run's own search found nothing; a failed call found nothing either
+        engine = ScriptedEngine([decision, NONE])
+        tools: dict[str, Tool] = {"hybrid_search": docs(finds=False), "calculator": Calculator()}
+        context = AgentContext(Expert("text", SPEC, engine, "fake"), tools, max_steps=3, decision_max_tokens=64,
+                               require_sources=True)  # fmt: skip
+        final = await build_react_graph().ainvoke({"messages": question}, context=context)
+        assert len(final["tool_calls"]) == 1 and is_abstention(final["answer"]), decision
+
+    call = json.dumps({"tool": "calculator", "arguments": {"expression": "17 * 23"}})
+    engine = ScriptedEngine([call, NONE, "It is 391."])
+    context = AgentContext(Expert("math", SPEC, engine, "fake"), tools, max_steps=3, decision_max_tokens=64,
+                           require_sources=True)  # fmt: skip
+    final = await build_react_graph().ainvoke(
+        {"messages": [ChatMessage(role="user", content="What is 17 * 23?")]}, context=context
+    )
+    assert final["answer"] == "It is 391."  # a result, not a source: the model answers from it
