@@ -35,7 +35,7 @@ from chimera.agents.prompts import (
     passages_text,
 )
 from chimera.agents.state import AgentContext, ProgressEvent, ReactState, ToolCall
-from chimera.messages import ChatMessage
+from chimera.messages import ChatMessage, last_user_text
 from chimera.models.expert import Completion, Expert, SamplingOverrides
 from chimera.tools.base import Grounding, SourcedResult, Tool, ToolError
 from chimera.tools.search.types import Citation
@@ -54,7 +54,7 @@ async def ground(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
     numbered as citations (documents first).
     """
     sources = {name: tool for name, tool in runtime.context.tools.items() if isinstance(tool, Grounding)}
-    question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
+    question = last_user_text(state["messages"])
     if not sources or not question.strip():
         return {}
     with _tracer.start_as_current_span("agent.ground", context=runtime.context.trace_parent) as span:
@@ -238,7 +238,7 @@ async def answer(state: ReactState, runtime: Runtime[AgentContext]) -> ReactStat
             return {"answer": text, "citations": (), "finish_reason": "stop"}
         note = answer_context(calls)
         messages = [*state["messages"], *([note] if note else [])]
-        question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), None)
+        question = last_user_text(state["messages"]) or None
         return await stream_answer(
             ctx.expert, messages, ctx.answer_sampling, cited(calls), ctx.citation_check,
             question=question, searched=searched,

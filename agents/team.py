@@ -26,7 +26,7 @@ from chimera.agents.citations import CitationCheck
 from chimera.agents.graph_kind import DECLINED, Finished, GraphKind, PendingSubTask, PendingWork, RunInputs
 from chimera.agents.react import build_react_graph, cited, stream_answer
 from chimera.agents.state import AgentContext
-from chimera.messages import ChatMessage
+from chimera.messages import ChatMessage, last_user_text
 from chimera.models.expert import Expert, SamplingOverrides
 from chimera.models.specs import ExpertName
 from chimera.tools.base import Tool
@@ -139,7 +139,7 @@ def says_something(task: str) -> bool:
 async def plan(state: TeamState, runtime: Runtime[TeamContext]) -> TeamState:
     """The supervisor (chat expert) splits the request into sub-tasks under guided JSON."""
     ctx = runtime.context
-    question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), "")
+    question = last_user_text(state["messages"])
     with _tracer.start_as_current_span("team.plan", context=ctx.trace_parent) as span:
         instructions = ChatMessage(role="system", content=PLAN_INSTRUCTIONS.format(n=ctx.max_tasks))
         planned = await ctx.experts["chat"].complete(
@@ -199,7 +199,7 @@ async def synthesize(state: TeamState, runtime: Runtime[TeamContext]) -> TeamSta
     note = ChatMessage(role="user", content=f"Findings of your team:\n{findings}\nNow answer my request.")
     with _tracer.start_as_current_span("team.synthesize", context=ctx.trace_parent):
         sources = _renumbered([c for r in results for c in r.citations])
-        question = next((m.content for m in reversed(state["messages"]) if m.role == "user"), None)
+        question = last_user_text(state["messages"]) or None
         searched = tuple(dict.fromkeys(c.source for c in sources)) if all(r.citations for r in results) else None
         return await stream_answer(
             ctx.experts["chat"], [*state["messages"], note], ctx.sampling_for("chat"), sources,
