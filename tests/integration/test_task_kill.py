@@ -48,7 +48,8 @@ def _queue(url: str) -> TaskQueue:
 
 async def _worker(url: str, name: str, marker: Path | None, replies: list[str]) -> dict[str, int]:
     """One worker process: the chat service on a scripted engine and the order-lookup tool; it runs until the
-    queue has been empty for a second after its first task, then says what it did."""
+    queue has been empty for a second after its first task (or nothing is left waiting or leased), then says what
+    it did."""
     engine = ScriptedEngine(replies)
     tool = LookupOrder(marker)
     experts = {n: Expert(n, ExpertSpec(engine="fake", system_prompt="Test."), engine, "fake") for n in EXPERT_NAMES}
@@ -63,7 +64,13 @@ async def _worker(url: str, name: str, marker: Path | None, replies: list[str]) 
     queue = _queue(url)
     worker = TaskWorker(queue, {"agent": agent}, name=name)
     running = asyncio.create_task(worker.run())
-    while (await queue.stats())["waiting"] > 0 and not worker.running:  # noqa: ASYNC110 - polled: no claim event
+
+    # a task another worker leased counts as running, not waiting, until its lease runs out and it is reclaimed
+    async def outstanding() -> int:
+        stats = await queue.stats()
+        return stats["waiting"] + stats["running"]
+
+    while not worker.running and await outstanding():  # noqa: ASYNC110 - polled: no claim event
         await asyncio.sleep(0.02)
     quiet_since = time.monotonic()
     while time.monotonic() - quiet_since < 1.0:
